@@ -1,0 +1,103 @@
+//! Forwarding errors: where it failed, whether a retry elsewhere is safe, and the status
+//! the client gets.
+
+use std::fmt;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where forwarding failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardErrorKind {
+    /// No connection to the upstream could be made; nothing was sent.
+    Connect,
+    /// The upstream did not answer with response headers in time.
+    Timeout,
+    /// The connection failed after the request was (partly) sent, or the answer was not HTTP.
+    Upstream,
+    /// The request carried no [`Target`](crate::Target): a stack assembly error.
+    NoTarget,
+}
+
+/// A failure to forward a request.
+#[derive(Debug)]
+pub struct ForwardError {
+    kind: ForwardErrorKind,
+    source: Option<BoxError>,
+}
+
+impl ForwardError {
+    pub(crate) fn new(kind: ForwardErrorKind, source: Option<BoxError>) -> Self {
+        Self { kind, source }
+    }
+
+    /// Where it failed.
+    pub fn kind(&self) -> ForwardErrorKind {
+        self.kind
+    }
+
+    /// True when nothing reached the upstream, so the request may go to another member.
+    pub fn is_retryable(&self) -> bool {
+        self.kind == ForwardErrorKind::Connect
+    }
+
+    /// The status the client is answered with: 504 for a timeout, 500 for a missing
+    /// target, 502 otherwise.
+    pub fn status(&self) -> StatusCode {
+        match self.kind {
+            ForwardErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ForwardErrorKind::NoTarget => StatusCode::INTERNAL_SERVER_ERROR,
+            ForwardErrorKind::Connect | ForwardErrorKind::Upstream => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The answer for the client: the status with a short plain-text body.
+    pub fn to_response<B: From<Bytes>>(&self) -> Response<B> {
+        status_response(self.status())
+    }
+}
+
+/// A response with `status` and its reason phrase as a short plain-text body.
+pub fn status_response<B: From<Bytes>>(status: StatusCode) -> Response<B> {
+    let text = match status {
+        StatusCode::BAD_GATEWAY => "502 Bad Gateway\n",
+        StatusCode::GATEWAY_TIMEOUT => "504 Gateway Timeout\n",
+        StatusCode::SERVICE_UNAVAILABLE => "503 Service Unavailable\n",
+        StatusCode::BAD_REQUEST => "400 Bad Request\n",
+        StatusCode::FORBIDDEN => "403 Forbidden\n",
+        StatusCode::NOT_FOUND => "404 Not Found\n",
+        StatusCode::METHOD_NOT_ALLOWED => "405 Method Not Allowed\n",
+        StatusCode::PAYLOAD_TOO_LARGE => "413 Content Too Large\n",
+        StatusCode::URI_TOO_LONG => "414 URI Too Long\n",
+        _ => "500 Internal Server Error\n",
+    };
+    let mut res = Response::new(B::from(Bytes::from_static(text.as_bytes())));
+    *res.status_mut() = status;
+    let headers = res.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+    res
+}
+
+impl fmt::Display for ForwardError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            ForwardErrorKind::Connect => "could not connect to the upstream",
+            ForwardErrorKind::Timeout => "the upstream did not answer in time",
+            ForwardErrorKind::Upstream => "the upstream connection failed",
+            ForwardErrorKind::NoTarget => "the request has no upstream target",
+        };
+        match &self.source {
+            Some(source) => write!(f, "{what}: {source}"),
+            None => f.write_str(what),
+        }
+    }
+}
+
+impl std::error::Error for ForwardError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
+}

@@ -1,0 +1,200 @@
+//! The forwarding service: sends a request to the upstream its [`Target`] names over a
+//! pooled keep-alive client, and streams both bodies.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower_service::Service;
+
+use crate::error::{ForwardError, ForwardErrorKind};
+use crate::headers::{ReverseMap, remove_hop_by_hop, set_forwarded};
+use crate::{RouteInfo, Upstream};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where a request goes: set by the router (or a balancer) as a request extension, read
+/// by [`Forward`].
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The route the request matched.
+    pub route: Arc<RouteInfo>,
+    /// The upstream chosen for it.
+    pub upstream: Arc<Upstream>,
+}
+
+/// Marks a request that arrived over TLS, for `X-Forwarded-Proto` and redirects.
+#[derive(Debug, Clone, Copy)]
+pub struct FrontTls;
+
+/// How the forwarder connects and waits.
+#[derive(Debug, Clone)]
+pub struct ForwardConfig {
+    /// Time allowed to establish a TCP connection to the upstream.
+    pub connect_timeout: Duration,
+    /// Time allowed from sending the request until the response headers arrive
+    /// (Apache `Timeout`).
+    pub response_timeout: Duration,
+    /// How long an idle keep-alive connection to an upstream is kept in the pool.
+    pub idle_timeout: Duration,
+    /// Idle connections kept per upstream.
+    pub max_idle_per_host: usize,
+    /// Send the client's `Host` to the upstream (Apache `ProxyPreserveHost On`).
+    pub preserve_host: bool,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(180),
+            idle_timeout: Duration::from_secs(90),
+            max_idle_per_host: 256,
+            preserve_host: true,
+        }
+    }
+}
+
+/// Forwards requests to the upstream named by their [`Target`] extension.
+///
+/// Implements ProxyPass/ProxyPassReverse: the route prefix is replaced by the upstream's
+/// base path, hop-by-hop headers are dropped both ways, `X-Forwarded-*` are set, `Host`
+/// is preserved or replaced, redirects into the upstream are mapped back to the front.
+/// Errors are returned, not answered, so a balancer can retry what was never sent; turn
+/// them into responses with [`ForwardError::to_response`].
+pub struct Forward<B> {
+    client: Client<HttpConnector, B>,
+    config: Arc<ForwardConfig>,
+}
+
+impl<B> Clone for Forward<B> {
+    fn clone(&self) -> Self {
+        Self {
+            client: self.client.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<B> Forward<B>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static + Unpin,
+    B::Error: Into<BoxError>,
+{
+    /// A forwarder with its own connection pool.
+    pub fn new(config: ForwardConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(config.idle_timeout)
+            .pool_max_idle_per_host(config.max_idle_per_host)
+            .build(connector);
+        Self {
+            client,
+            config: Arc::new(config),
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &ForwardConfig {
+        &self.config
+    }
+}
+
+impl<B> Service<Request<B>> for Forward<B>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Incoming>;
+    type Error = ForwardError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Incoming>, ForwardError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let Some(target) = req.extensions().get::<Target>().cloned() else {
+            return Box::pin(async { Err(ForwardError::new(ForwardErrorKind::NoTarget, None)) });
+        };
+        let (mut parts, body) = req.into_parts();
+        let tls = parts.extensions.get::<FrontTls>().is_some();
+        let front_host = parts
+            .headers
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let peer = towergate_client_addr::peer_ip(&parts.extensions);
+
+        remove_hop_by_hop(&mut parts.headers);
+        set_forwarded(&mut parts.headers, peer, front_host.as_ref(), tls);
+        match (&front_host, self.config.preserve_host) {
+            (Some(host), true) => parts.headers.insert(header::HOST, host.clone()),
+            _ => parts.headers.insert(header::HOST, target.upstream.host_header().clone()),
+        };
+        let remainder = target.route.remainder(parts.uri.path());
+        parts.uri = target
+            .upstream
+            .uri_for(&target.route.prefix, remainder, parts.uri.path_and_query());
+        parts.version = Version::HTTP_11;
+
+        let sent = self.client.request(Request::from_parts(parts, body));
+        let timeout = self.config.response_timeout;
+        Box::pin(async move {
+            let result = tokio::time::timeout(timeout, sent).await;
+            let mut res = match result {
+                Ok(Ok(res)) => res,
+                Ok(Err(e)) => {
+                    let kind = if e.is_connect() {
+                        ForwardErrorKind::Connect
+                    } else {
+                        ForwardErrorKind::Upstream
+                    };
+                    let err = ForwardError::new(kind, Some(e.into()));
+                    tracing::warn!(target: "towergate_proxy", route = %target.route.name, upstream = %target.upstream, error = %err, "forwarding failed");
+                    return Err(err);
+                }
+                Err(_) => {
+                    let err = ForwardError::new(ForwardErrorKind::Timeout, None);
+                    tracing::warn!(target: "towergate_proxy", route = %target.route.name, upstream = %target.upstream, ?timeout, "upstream timed out");
+                    return Err(err);
+                }
+            };
+            remove_hop_by_hop(res.headers_mut());
+            rewrite_redirects(&mut res, &target, front_host.as_ref(), tls);
+            Ok(res)
+        })
+    }
+}
+
+/// ProxyPassReverse: only does work when the answer carries a header to rewrite.
+fn rewrite_redirects<T>(res: &mut Response<T>, target: &Target, front_host: Option<&HeaderValue>, tls: bool) {
+    let h = res.headers();
+    if !(h.contains_key(header::LOCATION) || h.contains_key(header::CONTENT_LOCATION) || h.contains_key("uri")) {
+        return;
+    }
+    let Some(host) = front_host.and_then(|h| h.to_str().ok()) else {
+        return;
+    };
+    let front_origin = format!("{}://{host}", if tls { "https" } else { "http" });
+    ReverseMap {
+        upstream_origin: target.upstream.origin(),
+        upstream_path: target.upstream.base_path(),
+        front_origin: &front_origin,
+        front_prefix: &target.route.prefix,
+    }
+    .rewrite(res.headers_mut());
+}

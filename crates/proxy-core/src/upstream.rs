@@ -1,0 +1,172 @@
+//! An upstream origin: where requests for a route (or a balancer member) are sent.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use http::HeaderValue;
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+
+/// A parsed upstream URL such as `http://paid_one.domain.lan/paid_user`, with what the
+/// forwarding path needs precomputed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Upstream {
+    url: Arc<str>,
+    scheme: Scheme,
+    authority: Authority,
+    /// The URL's path without its trailing slash (`""` for the root).
+    base_path: Arc<str>,
+    host: HeaderValue,
+    /// `scheme://authority`, for ProxyPassReverse matching.
+    origin: Arc<str>,
+}
+
+/// Why an upstream URL was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    /// Not a URL at all.
+    #[error("`{0}` is not a valid URL")]
+    Invalid(String),
+    /// Only `http` is forwarded to.
+    #[error("`{0}`: the scheme must be http")]
+    Scheme(String),
+    /// No host in the URL.
+    #[error("`{0}` has no host")]
+    NoHost(String),
+    /// Upstream URLs name a base path, never a query.
+    #[error("`{0}` has a query; an upstream URL names a base path only")]
+    Query(String),
+}
+
+impl Upstream {
+    /// Parses an upstream URL: `http://host[:port][/base/path]`.
+    pub fn parse(url: &str) -> Result<Self, UpstreamError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| UpstreamError::Invalid(url.to_owned()))?;
+        let scheme = uri.scheme().cloned().ok_or_else(|| UpstreamError::Invalid(url.to_owned()))?;
+        if scheme != Scheme::HTTP {
+            return Err(UpstreamError::Scheme(url.to_owned()));
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .filter(|a| !a.host().is_empty())
+            .ok_or_else(|| UpstreamError::NoHost(url.to_owned()))?;
+        if uri.query().is_some() {
+            return Err(UpstreamError::Query(url.to_owned()));
+        }
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| UpstreamError::Invalid(url.to_owned()))?;
+        Ok(Self {
+            url: url.into(),
+            origin: format!("{scheme}://{authority}").into(),
+            scheme,
+            authority,
+            base_path: uri.path().trim_end_matches('/').into(),
+            host,
+        })
+    }
+
+    /// The URL as configured.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The `host[:port]` part.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// The base path without trailing slash (`""` for the root).
+    pub fn base_path(&self) -> &str {
+        &self.base_path
+    }
+
+    /// `scheme://authority` of the upstream.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The `Host` header value naming this upstream.
+    pub fn host_header(&self) -> &HeaderValue {
+        &self.host
+    }
+
+    /// The absolute URI for a front request whose path past the route prefix is
+    /// `remainder` (empty or starting with `/`); `front` is the front request's own
+    /// path-and-query, reused as it is when the mapping leaves it unchanged.
+    pub fn uri_for(&self, front_prefix: &str, remainder: &str, front: Option<&PathAndQuery>) -> Uri {
+        let path_and_query = match front {
+            Some(pq) if *self.base_path == *front_prefix && !remainder.is_empty() => pq.clone(),
+            _ => {
+                let query = front.and_then(|pq| pq.query());
+                let len = self.base_path.len() + remainder.len() + query.map_or(0, |q| q.len() + 1) + 1;
+                let mut buf = BytesMut::with_capacity(len);
+                buf.put_slice(self.base_path.as_bytes());
+                buf.put_slice(remainder.as_bytes());
+                if buf.is_empty() {
+                    buf.put_u8(b'/');
+                }
+                if let Some(q) = query {
+                    buf.put_u8(b'?');
+                    buf.put_slice(q.as_bytes());
+                }
+                // The parts come from a parsed URI and a normalised path, so they are valid.
+                PathAndQuery::from_maybe_shared(buf.freeze()).unwrap_or_else(|_| PathAndQuery::from_static("/"))
+            }
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
+    }
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Upstream").field(&self.url).finish()
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri(up: &str, prefix: &str, path_and_query: &str) -> String {
+        let up = Upstream::parse(up).unwrap();
+        let pq: PathAndQuery = path_and_query.parse().unwrap();
+        let prefix = prefix.trim_end_matches('/');
+        let remainder = &pq.path()[prefix.len()..];
+        up.uri_for(prefix, remainder, Some(&pq)).to_string()
+    }
+
+    #[test]
+    fn prefix_mapping_joins_slashes_once() {
+        assert_eq!(uri("http://n.lan/news_rss/", "/news_rss/", "/news_rss/x?a=1"), "http://n.lan/news_rss/x?a=1");
+        assert_eq!(uri("http://p.lan/paid_user", "/paid_user", "/paid_user/x"), "http://p.lan/paid_user/x");
+        assert_eq!(uri("http://p.lan/paid_user", "/paid_user", "/paid_user"), "http://p.lan/paid_user");
+        assert_eq!(uri("http://w.lan", "/", "/a/b"), "http://w.lan/a/b");
+        assert_eq!(uri("http://w.lan", "/", "/"), "http://w.lan/");
+        assert_eq!(uri("http://w.lan/", "/", "/?q"), "http://w.lan/?q");
+        assert_eq!(uri("http://b.lan/bar", "/foo/", "/foo/a"), "http://b.lan/bar/a");
+        assert_eq!(uri("http://b.lan/bar/", "/foo", "/foo?x=1"), "http://b.lan/bar?x=1");
+        assert_eq!(uri("http://b.lan/", "/foo", "/foo"), "http://b.lan/");
+        assert_eq!(uri("http://b.lan:8080/x", "/", "/y"), "http://b.lan:8080/x/y");
+    }
+
+    #[test]
+    fn bad_urls_are_refused() {
+        assert!(matches!(Upstream::parse("ftp://a/"), Err(UpstreamError::Scheme(_))));
+        assert!(matches!(Upstream::parse("/just/a/path"), Err(UpstreamError::Invalid(_))));
+        assert!(matches!(Upstream::parse("http://a/?q=1"), Err(UpstreamError::Query(_))));
+        assert!(matches!(Upstream::parse("not a url"), Err(UpstreamError::Invalid(_))));
+    }
+}
