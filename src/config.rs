@@ -1,0 +1,265 @@
+//! The gateway's configuration: one TOML file.
+//!
+//! The gateway owns `[server]` and `[[route]]`; each layer crate owns its own section's
+//! struct. Unknown keys are errors, and every error names the file, line, column and key.
+//! Values are checked while they are read (URLs, durations), so a bad value is reported at
+//! its own position rather than after the fact.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+use towergate_proxy::Upstream;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listeners, names, timeouts.
+    pub server: ServerConfig,
+    /// Routes, matched by longest prefix (`ProxyPass`).
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`: how the gateway listens and forwards.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Addresses to listen on (Apache `Listen`).
+    pub listen: Vec<SocketAddr>,
+    /// The names this server answers to (`ServerName`, `ServerAlias`), without port.
+    /// An absolute-form request target naming another host is refused.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// Time to wait for an upstream's response headers (Apache `Timeout`).
+    #[serde(default = "defaults::timeout", with = "duration")]
+    pub timeout: Duration,
+    /// Time allowed to connect to an upstream.
+    #[serde(default = "defaults::connect_timeout", with = "duration")]
+    pub connect_timeout: Duration,
+    /// How long idle upstream connections stay pooled.
+    #[serde(default = "defaults::upstream_idle_timeout", with = "duration")]
+    pub upstream_idle_timeout: Duration,
+    /// Time a client has to send a request's headers (slowloris protection).
+    #[serde(default = "defaults::header_read_timeout", with = "duration")]
+    pub header_read_timeout: Duration,
+    /// Send the client's `Host` upstream (`ProxyPreserveHost`).
+    #[serde(default = "defaults::yes")]
+    pub preserve_host: bool,
+    /// Time requests in flight get to finish on shutdown.
+    #[serde(default = "defaults::grace_period", with = "duration")]
+    pub grace_period: Duration,
+}
+
+/// `[[route]]`: a front prefix and where it leads (`ProxyPass`/`ProxyPassReverse`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The front path prefix, e.g. `/news_rss/`.
+    pub prefix: Spanned<RoutePrefix>,
+    /// A name for logs and metrics; the prefix by default.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A single origin, e.g. `http://news_server.domain.lan/news_rss/`.
+    pub upstream: UpstreamUrl,
+}
+
+/// A route prefix: starts with `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutePrefix(pub String);
+
+impl<'de> Deserialize<'de> for RoutePrefix {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if !s.starts_with('/') {
+            return Err(serde::de::Error::custom(format!("route prefix `{s}` must start with '/'")));
+        }
+        match towergate_proxy::normalize_path(&s) {
+            Ok(n) if n == s => Ok(Self(s)),
+            _ => Err(serde::de::Error::custom(format!(
+                "route prefix `{s}` is not a normalised path (no `.`/`..` segments, doubled slashes or encoded separators)"
+            ))),
+        }
+    }
+}
+
+/// An upstream URL, parsed and checked where it is written.
+#[derive(Debug, Clone)]
+pub struct UpstreamUrl(pub Arc<Upstream>);
+
+impl<'de> Deserialize<'de> for UpstreamUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Upstream::parse(&s)
+            .map(|u| Self(Arc::new(u)))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    pub fn timeout() -> Duration {
+        Duration::from_secs(180)
+    }
+    pub fn connect_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn upstream_idle_timeout() -> Duration {
+        Duration::from_secs(90)
+    }
+    pub fn header_read_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn grace_period() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn yes() -> bool {
+        true
+    }
+}
+
+/// Human durations: `"180s"`, `"2m"`, `"1h 30m"`, `"250ms"`.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    /// Reads a human duration.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a duration ({e}); write e.g. \"30s\", \"2m\", \"250ms\"")))
+    }
+}
+
+/// A configuration error, located in its file.
+#[derive(Debug)]
+pub struct ConfigError {
+    /// The file (or a description of the source).
+    pub file: PathBuf,
+    /// 1-based line and column, when known.
+    pub position: Option<(usize, usize)>,
+    /// What is wrong, naming the key.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, col)) => write!(f, "{}:{line}:{col}: {}", self.file.display(), self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    /// An error at byte offset `at` of `text`.
+    pub fn at(file: &Path, text: &str, at: Option<usize>, message: impl Into<String>) -> Self {
+        Self {
+            file: file.to_owned(),
+            position: at.map(|at| line_col(text, at)),
+            message: message.into(),
+        }
+    }
+}
+
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let before = &text[..at.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            position: None,
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses and checks config text; `file` names it in errors.
+    pub fn from_toml(text: &str, file: &Path) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().to_owned();
+            ConfigError::at(file, text, e.span().map(|s| s.start), message)
+        })?;
+        config.check(text, file)?;
+        Ok(config)
+    }
+
+    /// Checks that span several values.
+    fn check(&self, text: &str, file: &Path) -> Result<(), ConfigError> {
+        if self.server.listen.is_empty() {
+            return Err(ConfigError::at(file, text, None, "server.listen: name at least one address, e.g. [\"0.0.0.0:80\"]"));
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            let prefix = route.prefix.get_ref().0.trim_end_matches('/');
+            if let Some(first) = self.routes[..i]
+                .iter()
+                .find(|r| r.prefix.get_ref().0.trim_end_matches('/') == prefix)
+            {
+                return Err(ConfigError::at(
+                    file,
+                    text,
+                    Some(route.prefix.span().start),
+                    format!(
+                        "route.prefix: `{}` is already routed (as `{}`); each prefix may appear once",
+                        route.prefix.get_ref().0,
+                        first.prefix.get_ref().0
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::from_toml(text, Path::new("t.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn minimal_config() {
+        let c = parse("[server]\nlisten = [\"127.0.0.1:0\"]\n[[route]]\nprefix = \"/\"\nupstream = \"http://a.lan\"\n").unwrap();
+        assert_eq!(c.server.timeout, Duration::from_secs(180));
+        assert_eq!(c.routes.len(), 1);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_column_and_key() {
+        let err = parse("[server]\nlisten = [\"127.0.0.1:0\"]\nlistn = 1\n").unwrap_err();
+        assert!(err.starts_with("t.toml:3:1: unknown field `listn`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_located() {
+        let err = parse("[server]\nlisten = [\"127.0.0.1:0\"]\ntimeout = \"soon\"\n").unwrap_err();
+        assert!(err.starts_with("t.toml:3:11:") && err.contains("not a duration"), "{err}");
+        let err = parse("[server]\nlisten = [\"127.0.0.1:0\"]\n[[route]]\nprefix = \"/\"\nupstream = \"ftp://x\"\n").unwrap_err();
+        assert!(err.starts_with("t.toml:5:12:") && err.contains("scheme must be http"), "{err}");
+        let err = parse("[server]\nlisten = [\"127.0.0.1:0\"]\n[[route]]\nprefix = \"/a/../b\"\nupstream = \"http://x\"\n").unwrap_err();
+        assert!(err.starts_with("t.toml:4:10:"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_prefix() {
+        let err = parse("[server]\nlisten = [\"127.0.0.1:0\"]\n[[route]]\nprefix = \"/a\"\nupstream = \"http://x\"\n[[route]]\nprefix = \"/a/\"\nupstream = \"http://y\"\n").unwrap_err();
+        assert!(err.starts_with("t.toml:7:10:") && err.contains("already routed"), "{err}");
+    }
+}

@@ -1,0 +1,127 @@
+//! The innermost service: finds the route, says where the request goes, forwards it, and
+//! turns forwarding errors into answers (the one place where they become statuses).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+use tower::Service;
+use towergate_proxy::{Forward, ForwardError, ProxyBody, RouteTable, Target, Upstream, status_response};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a route leads to.
+#[derive(Debug)]
+pub enum RouteAction {
+    /// A single origin.
+    Origin(Arc<Upstream>),
+}
+
+/// Routes requests and forwards them.
+pub struct Dispatch<B> {
+    routes: Arc<RouteTable<RouteAction>>,
+    forward: Forward<B>,
+}
+
+impl<B> Clone for Dispatch<B> {
+    fn clone(&self) -> Self {
+        Self {
+            routes: self.routes.clone(),
+            forward: self.forward.clone(),
+        }
+    }
+}
+
+impl<B> Dispatch<B> {
+    /// A dispatcher over `routes` forwarding with `forward`.
+    pub fn new(routes: RouteTable<RouteAction>, forward: Forward<B>) -> Self {
+        Self {
+            routes: Arc::new(routes),
+            forward,
+        }
+    }
+}
+
+impl<B> Service<Request<B>> for Dispatch<B>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = DispatchFuture<<Forward<B> as Service<Request<B>>>::Future>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let Some(route) = self.routes.find(req.uri().path()) else {
+            return DispatchFuture::ready(status_response(StatusCode::NOT_FOUND));
+        };
+        match route.value() {
+            RouteAction::Origin(upstream) => {
+                req.extensions_mut().insert(Target {
+                    route: route.info().clone(),
+                    upstream: upstream.clone(),
+                });
+                DispatchFuture::forward(self.forward.call(req))
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`Dispatch`].
+    pub struct DispatchFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Ready { response: Option<Response<ProxyBody>> },
+        Forward { #[pin] future: F },
+    }
+}
+
+impl<F> DispatchFuture<F> {
+    fn ready(response: Response<ProxyBody>) -> Self {
+        Self {
+            kind: Kind::Ready { response: Some(response) },
+        }
+    }
+
+    fn forward(future: F) -> Self {
+        Self {
+            kind: Kind::Forward { future },
+        }
+    }
+}
+
+impl<F> Future for DispatchFuture<F>
+where
+    F: Future<Output = Result<Response<Incoming>, ForwardError>>,
+{
+    type Output = Result<Response<ProxyBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Ready { response } => Poll::Ready(Ok(response.take().expect("polled after completion"))),
+            KindProj::Forward { future } => future.poll(cx).map(|result| {
+                Ok(match result {
+                    Ok(res) => res.map(ProxyBody::upstream),
+                    Err(e) => e.to_response(),
+                })
+            }),
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! towergate: a web-cluster front end built from composable tower layers.
+//!
+//! This crate is the gateway: it reads one TOML file ([`config`]), stacks the layer crates
+//! in request order ([`stack`]), routes and forwards ([`dispatch`]) and serves
+//! ([`server`], [`gateway`]). `towergate demo` ([`demo`]) runs the article's cluster on
+//! loopback.
+
+pub mod config;
+pub mod demo;
+pub mod dispatch;
+pub mod gateway;
+pub mod server;
+pub mod stack;
+
+pub use config::{Config, ConfigError};
+pub use gateway::RunningGateway;

@@ -1,0 +1,102 @@
+//! The accept loop: HTTP/1.1 keep-alive (and HTTP/2) connections served by hyper-util,
+//! with a header-read timeout and graceful shutdown.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::{Service, ServiceExt};
+use towergate_client_addr::PeerAddr;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Connection-level settings.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Time a client has to send a complete request head.
+    pub header_read_timeout: Duration,
+    /// Time requests in flight get to finish once shutdown begins.
+    pub grace_period: Duration,
+}
+
+/// The hyper-util connection builder for these options.
+pub fn connection_builder(opts: &ServerOptions) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    builder
+}
+
+/// Serves `listener` with `service` until `shutdown` turns true, then stops accepting and
+/// gives connections the grace period to finish their requests.
+pub async fn serve<S, B>(listener: TcpListener, service: S, opts: ServerOptions, mut shutdown: watch::Receiver<bool>)
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let builder = connection_builder(&opts);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut shutdown) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), per_peer(service.clone(), peer))
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(opts.grace_period, graceful.shutdown()).await.is_err() {
+        tracing::warn!(grace = ?opts.grace_period, "grace period over; closing remaining connections");
+    }
+}
+
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns must not be held across an await.
+    let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
+}
+
+/// A hyper service for one connection: tags each request with the peer address.
+fn per_peer<S, B>(
+    service: S,
+    peer: SocketAddr,
+) -> impl hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible, Future = tower::util::Oneshot<S, Request<Incoming>>>
++ Clone
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone,
+    B: http_body::Body,
+{
+    hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(PeerAddr(peer));
+        service.clone().oneshot(req)
+    })
+}

@@ -1,0 +1,68 @@
+//! The layer stack, top-down in request order (DESIGN.md "One request, outermost layer
+//! first"). Each `// [layer: NAME]` marks where that crate's layer goes.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+
+use anyhow::Context as _;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tower::{Service, ServiceBuilder};
+use towergate_proxy::{CanonicalRequestLayer, Forward, ForwardConfig, ProxyBody, RouteInfo, RouteTable};
+
+use crate::config::Config;
+use crate::dispatch::{Dispatch, RouteAction};
+
+/// Work the stack needs running beside it (health checks, table sweeps): spawn each.
+pub type Background = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Builds the service for `config`, and the background work it needs.
+pub fn build(
+    config: &Config,
+) -> anyhow::Result<(
+    impl Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible, Future = impl Send + use<>>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+    + use<>,
+    Vec<Background>,
+)> {
+    let background: Vec<Background> = Vec::new();
+    let server = &config.server;
+
+    let forward = Forward::new(ForwardConfig {
+        connect_timeout: server.connect_timeout,
+        response_timeout: server.timeout,
+        idle_timeout: server.upstream_idle_timeout,
+        max_idle_per_host: 256,
+        preserve_host: server.preserve_host,
+    });
+
+    let mut routes = RouteTable::new();
+    for route in &config.routes {
+        let prefix = &route.prefix.get_ref().0;
+        let name = route.name.clone().unwrap_or_else(|| prefix.clone());
+        let action = RouteAction::Origin(route.upstream.0.clone());
+        routes
+            .insert(RouteInfo::new(name, prefix), action)
+            .ok()
+            .with_context(|| format!("route `{prefix}` is defined twice"))?;
+    }
+    let dispatch = Dispatch::new(routes, forward);
+
+    let service = ServiceBuilder::new()
+        // [layer: access-log]
+        // [layer: error-pages]
+        // [layer: signature]
+        // [layer: request-limits]
+        .layer(CanonicalRequestLayer::new(server.names.iter().cloned()))
+        // [layer: client-addr]
+        // [layer: acl]
+        // [layer: evasive]
+        // [layer: charfilter]
+        // [layer: expires]
+        .service(dispatch);
+    Ok((service, background))
+}
