@@ -1,0 +1,1 @@
+//! Allowed-character rules for the URL path.
