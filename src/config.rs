@@ -77,7 +77,9 @@ impl<'de> Deserialize<'de> for RoutePrefix {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         if !s.starts_with('/') {
-            return Err(serde::de::Error::custom(format!("route prefix `{s}` must start with '/'")));
+            return Err(serde::de::Error::custom(format!(
+                "route prefix `{s}` must start with '/'"
+            )));
         }
         match towergate_proxy::normalize_path(&s) {
             Ok(n) if n == s => Ok(Self(s)),
@@ -133,8 +135,11 @@ pub mod duration {
     /// Reads a human duration.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a duration ({e}); write e.g. \"30s\", \"2m\", \"250ms\"")))
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{s}` is not a duration ({e}); write e.g. \"30s\", \"2m\", \"250ms\""
+            ))
+        })
     }
 }
 
@@ -152,7 +157,9 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.position {
-            Some((line, col)) => write!(f, "{}:{line}:{col}: {}", self.file.display(), self.message),
+            Some((line, col)) => {
+                write!(f, "{}:{line}:{col}: {}", self.file.display(), self.message)
+            }
             None => write!(f, "{}: {}", self.file.display(), self.message),
         }
     }
@@ -202,7 +209,12 @@ impl Config {
     /// Checks that span several values.
     fn check(&self, text: &str, file: &Path) -> Result<(), ConfigError> {
         if self.server.listen.is_empty() {
-            return Err(ConfigError::at(file, text, None, "server.listen: name at least one address, e.g. [\"0.0.0.0:80\"]"));
+            return Err(ConfigError::at(
+                file,
+                text,
+                None,
+                "server.listen: name at least one address, e.g. [\"0.0.0.0:80\"]",
+            ));
         }
         for (i, route) in self.routes.iter().enumerate() {
             let prefix = route.prefix.get_ref().0.trim_end_matches('/');
@@ -244,15 +256,24 @@ mod tests {
     #[test]
     fn unknown_key_names_file_line_column_and_key() {
         let err = parse("[server]\nlisten = [\"127.0.0.1:0\"]\nlistn = 1\n").unwrap_err();
-        assert!(err.starts_with("t.toml:3:1: unknown field `listn`"), "{err}");
+        assert!(
+            err.starts_with("t.toml:3:1: unknown field `listn`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn bad_values_are_located() {
         let err = parse("[server]\nlisten = [\"127.0.0.1:0\"]\ntimeout = \"soon\"\n").unwrap_err();
-        assert!(err.starts_with("t.toml:3:11:") && err.contains("not a duration"), "{err}");
+        assert!(
+            err.starts_with("t.toml:3:11:") && err.contains("not a duration"),
+            "{err}"
+        );
         let err = parse("[server]\nlisten = [\"127.0.0.1:0\"]\n[[route]]\nprefix = \"/\"\nupstream = \"ftp://x\"\n").unwrap_err();
-        assert!(err.starts_with("t.toml:5:12:") && err.contains("scheme must be http"), "{err}");
+        assert!(
+            err.starts_with("t.toml:5:12:") && err.contains("scheme must be http"),
+            "{err}"
+        );
         let err = parse("[server]\nlisten = [\"127.0.0.1:0\"]\n[[route]]\nprefix = \"/a/../b\"\nupstream = \"http://x\"\n").unwrap_err();
         assert!(err.starts_with("t.toml:4:10:"), "{err}");
     }
@@ -260,6 +281,9 @@ mod tests {
     #[test]
     fn duplicate_prefix() {
         let err = parse("[server]\nlisten = [\"127.0.0.1:0\"]\n[[route]]\nprefix = \"/a\"\nupstream = \"http://x\"\n[[route]]\nprefix = \"/a/\"\nupstream = \"http://y\"\n").unwrap_err();
-        assert!(err.starts_with("t.toml:7:10:") && err.contains("already routed"), "{err}");
+        assert!(
+            err.starts_with("t.toml:7:10:") && err.contains("already routed"),
+            "{err}"
+        );
     }
 }

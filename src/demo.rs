@@ -70,7 +70,8 @@ impl DemoBackends {
 
 /// The table printed when the demo starts.
 pub fn banner(front: SocketAddr, backends: &DemoBackends) -> String {
-    let mut out = format!("towergate demo: the article's cluster behind http://{front}\n\nbackends:\n");
+    let mut out =
+        format!("towergate demo: the article's cluster behind http://{front}\n\nbackends:\n");
     for b in &backends.backends {
         out.push_str(&format!("  {:<14} {}\n", b.name(), b.url()));
     }
@@ -79,8 +80,14 @@ pub fn banner(front: SocketAddr, backends: &DemoBackends) -> String {
         ("/", "webserver pair (web_servers)"),
         ("/news_rss/today", "news_server, path kept"),
         ("/news_blog/post/1", "news_server, path kept"),
-        ("/paid_user/file.bin", "paid_servers (paid_one, hot spare paid_two)"),
-        ("/free_user/file.bin", "free_servers (free_one, hot spare free_two)"),
+        (
+            "/paid_user/file.bin",
+            "paid_servers (paid_one, hot spare paid_two)",
+        ),
+        (
+            "/free_user/file.bin",
+            "free_servers (free_one, hot spare free_two)",
+        ),
     ] {
         out.push_str(&format!("  curl -si http://{front}{path:<22} # {what}\n"));
     }

@@ -12,7 +12,9 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tower::Service;
-use towergate_proxy::{Forward, ForwardError, ProxyBody, RouteTable, Target, Upstream, status_response};
+use towergate_proxy::{
+    Forward, ForwardError, ProxyBody, RouteTable, Target, Upstream, status_response,
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -96,7 +98,9 @@ pin_project! {
 impl<F> DispatchFuture<F> {
     fn ready(response: Response<ProxyBody>) -> Self {
         Self {
-            kind: Kind::Ready { response: Some(response) },
+            kind: Kind::Ready {
+                response: Some(response),
+            },
         }
     }
 
@@ -115,7 +119,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Ready { response } => Poll::Ready(Ok(response.take().expect("polled after completion"))),
+            KindProj::Ready { response } => {
+                Poll::Ready(Ok(response.take().expect("polled after completion")))
+            }
             KindProj::Forward { future } => future.poll(cx).map(|result| {
                 Ok(match result {
                     Ok(res) => res.map(ProxyBody::upstream),

@@ -22,7 +22,10 @@ pub struct RunningGateway {
 impl RunningGateway {
     /// Binds every listener, builds the stack and starts serving.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
-        let (service, background_work) = stack::build(&config)?;
+        let stack::Stack {
+            service,
+            background: background_work,
+        } = stack::build(&config)?;
         let mut listeners = Vec::new();
         for addr in &config.server.listen {
             let listener = TcpListener::bind(addr)
@@ -41,7 +44,12 @@ impl RunningGateway {
         };
         let mut servers = JoinSet::new();
         for listener in listeners {
-            servers.spawn(serve(listener, service.clone(), opts.clone(), stopped.clone()));
+            servers.spawn(serve(
+                listener,
+                service.clone(),
+                opts.clone(),
+                stopped.clone(),
+            ));
         }
         let mut background = JoinSet::new();
         for work in background_work {

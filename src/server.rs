@@ -41,9 +41,17 @@ pub fn connection_builder(opts: &ServerOptions) -> auto::Builder<TokioExecutor> 
 
 /// Serves `listener` with `service` until `shutdown` turns true, then stops accepting and
 /// gives connections the grace period to finish their requests.
-pub async fn serve<S, B>(listener: TcpListener, service: S, opts: ServerOptions, mut shutdown: watch::Receiver<bool>)
-where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    service: S,
+    opts: ServerOptions,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     S::Future: Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -75,7 +83,10 @@ where
         });
     }
     drop(listener);
-    if tokio::time::timeout(opts.grace_period, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(opts.grace_period, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(grace = ?opts.grace_period, "grace period over; closing remaining connections");
     }
 }
@@ -89,8 +100,12 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 fn per_peer<S, B>(
     service: S,
     peer: SocketAddr,
-) -> impl hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible, Future = tower::util::Oneshot<S, Request<Incoming>>>
-+ Clone
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<B>,
+    Error = Infallible,
+    Future = tower::util::Oneshot<S, Request<Incoming>>,
+> + Clone
 where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone,
     B: http_body::Body,

@@ -9,7 +9,9 @@ use anyhow::Context as _;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tower::{Service, ServiceBuilder};
-use towergate_proxy::{CanonicalRequestLayer, Forward, ForwardConfig, ProxyBody, RouteInfo, RouteTable};
+use towergate_proxy::{
+    CanonicalRequestLayer, Forward, ForwardConfig, ProxyBody, RouteInfo, RouteTable,
+};
 
 use crate::config::Config;
 use crate::dispatch::{Dispatch, RouteAction};
@@ -17,18 +19,32 @@ use crate::dispatch::{Dispatch, RouteAction};
 /// Work the stack needs running beside it (health checks, table sweeps): spawn each.
 pub type Background = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// A built stack: the service and the background work it needs.
+pub struct Stack<S> {
+    /// The service, ready to serve requests.
+    pub service: S,
+    /// Work to spawn beside it.
+    pub background: Vec<Background>,
+}
+
 /// Builds the service for `config`, and the background work it needs.
 pub fn build(
     config: &Config,
-) -> anyhow::Result<(
-    impl Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible, Future = impl Send + use<>>
-    + Clone
-    + Send
-    + Sync
-    + 'static
-    + use<>,
-    Vec<Background>,
-)> {
+) -> anyhow::Result<
+    Stack<
+        impl Service<
+            Request<Incoming>,
+            Response = Response<ProxyBody>,
+            Error = Infallible,
+            Future = impl Send + use<>,
+        >
+        + Clone
+        + Send
+        + Sync
+        + 'static
+        + use<>,
+    >,
+> {
     let background: Vec<Background> = Vec::new();
     let server = &config.server;
 
@@ -64,5 +80,8 @@ pub fn build(
         // [layer: charfilter]
         // [layer: expires]
         .service(dispatch);
-    Ok((service, background))
+    Ok(Stack {
+        service,
+        background,
+    })
 }

@@ -33,7 +33,9 @@ pin_project! {
 impl ProxyBody {
     /// An empty body.
     pub fn empty() -> Self {
-        Self { kind: Kind::Full { data: None } }
+        Self {
+            kind: Kind::Full { data: None },
+        }
     }
 
     /// A complete body.
@@ -48,7 +50,9 @@ impl ProxyBody {
 
     /// A streamed upstream body.
     pub fn upstream(body: Incoming) -> Self {
-        Self { kind: Kind::Upstream { body } }
+        Self {
+            kind: Kind::Upstream { body },
+        }
     }
 }
 
@@ -86,7 +90,10 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.project().kind.project() {
             KindProj::Upstream { body } => body.poll_frame(cx),
             KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
@@ -103,7 +110,9 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Upstream { body } => body.size_hint(),
-            Kind::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Kind::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
         }
     }
 }

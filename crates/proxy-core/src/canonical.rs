@@ -37,7 +37,10 @@ impl CanonicalRequestLayer {
     /// server's `ServerName`/`ServerAlias`es, without port; case-insensitive).
     pub fn new(server_names: impl IntoIterator<Item = impl Into<String>>) -> Self {
         Self {
-            names: server_names.into_iter().map(|n| n.into().to_ascii_lowercase()).collect(),
+            names: server_names
+                .into_iter()
+                .map(|n| n.into().to_ascii_lowercase())
+                .collect(),
         }
     }
 }
@@ -80,7 +83,8 @@ impl Refusal {
         };
         let mut res = status_response(status);
         if let Refusal::Framing(_) = self {
-            res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         res
     }
@@ -96,10 +100,14 @@ impl<S> CanonicalRequest<S> {
         if h1 {
             if headers.contains_key(header::TRANSFER_ENCODING) {
                 if headers.contains_key(header::CONTENT_LENGTH) {
-                    return Err(Refusal::Framing("both Content-Length and Transfer-Encoding"));
+                    return Err(Refusal::Framing(
+                        "both Content-Length and Transfer-Encoding",
+                    ));
                 }
                 let mut te = headers.get_all(header::TRANSFER_ENCODING).iter();
-                let exactly_chunked = te.next().is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"))
+                let exactly_chunked = te
+                    .next()
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"))
                     && te.next().is_none();
                 if !exactly_chunked {
                     return Err(Refusal::Framing("Transfer-Encoding is not exactly chunked"));
@@ -117,7 +125,9 @@ impl<S> CanonicalRequest<S> {
                 // Absolute-form: a forward-proxy request unless it names us.
                 let host = authority.host().to_ascii_lowercase();
                 if !self.names.contains(&host) {
-                    return Err(Refusal::BadRequest("absolute-form target for a foreign host"));
+                    return Err(Refusal::BadRequest(
+                        "absolute-form target for a foreign host",
+                    ));
                 }
                 if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
                     req.headers_mut().insert(header::HOST, v);
@@ -135,7 +145,8 @@ impl<S> CanonicalRequest<S> {
                 Err(Refusal::BadRequest("'*' target"))
             };
         }
-        let path = normalize_path(req.uri().path()).map_err(|_| Refusal::BadRequest("malformed path"))?;
+        let path =
+            normalize_path(req.uri().path()).map_err(|_| Refusal::BadRequest("malformed path"))?;
         let absolute = req.uri().scheme().is_some();
         if let std::borrow::Cow::Borrowed(_) = path {
             if !absolute || req.version() >= Version::HTTP_2 {
@@ -154,7 +165,8 @@ impl<S> CanonicalRequest<S> {
             parts.scheme = None;
             parts.authority = None;
         }
-        *req.uri_mut() = Uri::from_parts(parts).map_err(|_| Refusal::BadRequest("malformed target"))?;
+        *req.uri_mut() =
+            Uri::from_parts(parts).map_err(|_| Refusal::BadRequest("malformed target"))?;
         Ok(())
     }
 }
@@ -166,7 +178,8 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = futures_util::future::Either<std::future::Ready<Result<S::Response, S::Error>>, S::Future>;
+    type Future =
+        futures_util::future::Either<std::future::Ready<Result<S::Response, S::Error>>, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)

@@ -17,6 +17,9 @@ pub enum ForwardErrorKind {
     Timeout,
     /// The connection failed after the request was (partly) sent, or the answer was not HTTP.
     Upstream,
+    /// Reading the client's request body failed (malformed chunking, a body limit, the
+    /// client went away): the client's fault, answered 400 unless a layer knows better.
+    RequestBody,
     /// The request carried no [`Target`](crate::Target): a stack assembly error.
     NoTarget,
 }
@@ -49,13 +52,34 @@ impl ForwardError {
         match self.kind {
             ForwardErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ForwardErrorKind::NoTarget => StatusCode::INTERNAL_SERVER_ERROR,
+            ForwardErrorKind::RequestBody => StatusCode::BAD_REQUEST,
             ForwardErrorKind::Connect | ForwardErrorKind::Upstream => StatusCode::BAD_GATEWAY,
         }
     }
 
-    /// The answer for the client: the status with a short plain-text body.
+    /// The answer for the client: the status with a short plain-text body. After a
+    /// request body failure the connection is closed, since its framing is in doubt.
     pub fn to_response<B: From<Bytes>>(&self) -> Response<B> {
-        status_response(self.status())
+        let mut res = status_response(self.status());
+        if self.kind == ForwardErrorKind::RequestBody {
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        res
+    }
+
+    /// The first error of type `T` in the source chain, e.g. a body layer's own error
+    /// that explains a [`ForwardErrorKind::RequestBody`] failure.
+    pub fn find_source<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        let mut next: Option<&(dyn std::error::Error + 'static)> =
+            self.source.as_deref().map(|e| e as _);
+        while let Some(e) = next {
+            if let Some(found) = e.downcast_ref::<T>() {
+                return Some(found);
+            }
+            next = e.source();
+        }
+        None
     }
 }
 
@@ -76,7 +100,10 @@ pub fn status_response<B: From<Bytes>>(status: StatusCode) -> Response<B> {
     let mut res = Response::new(B::from(Bytes::from_static(text.as_bytes())));
     *res.status_mut() = status;
     let headers = res.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
     res
 }
@@ -87,6 +114,7 @@ impl fmt::Display for ForwardError {
             ForwardErrorKind::Connect => "could not connect to the upstream",
             ForwardErrorKind::Timeout => "the upstream did not answer in time",
             ForwardErrorKind::Upstream => "the upstream connection failed",
+            ForwardErrorKind::RequestBody => "reading the request body failed",
             ForwardErrorKind::NoTarget => "the request has no upstream target",
         };
         match &self.source {

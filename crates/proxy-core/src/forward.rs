@@ -132,23 +132,27 @@ where
         };
         let (mut parts, body) = req.into_parts();
         let tls = parts.extensions.get::<FrontTls>().is_some();
-        let front_host = parts
-            .headers
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let front_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
         let peer = towergate_client_addr::peer_ip(&parts.extensions);
 
         remove_hop_by_hop(&mut parts.headers);
         set_forwarded(&mut parts.headers, peer, front_host.as_ref(), tls);
         match (&front_host, self.config.preserve_host) {
             (Some(host), true) => parts.headers.insert(header::HOST, host.clone()),
-            _ => parts.headers.insert(header::HOST, target.upstream.host_header().clone()),
+            _ => parts
+                .headers
+                .insert(header::HOST, target.upstream.host_header().clone()),
         };
         let remainder = target.route.remainder(parts.uri.path());
-        parts.uri = target
-            .upstream
-            .uri_for(&target.route.prefix, remainder, parts.uri.path_and_query());
+        parts.uri =
+            target
+                .upstream
+                .uri_for(&target.route.prefix, remainder, parts.uri.path_and_query());
         parts.version = Version::HTTP_11;
 
         let sent = self.client.request(Request::from_parts(parts, body));
@@ -160,6 +164,8 @@ where
                 Ok(Err(e)) => {
                     let kind = if e.is_connect() {
                         ForwardErrorKind::Connect
+                    } else if request_body_failed(&e) {
+                        ForwardErrorKind::RequestBody
                     } else {
                         ForwardErrorKind::Upstream
                     };
@@ -180,10 +186,32 @@ where
     }
 }
 
+/// True when the client's body stream failed, rather than the upstream connection.
+fn request_body_failed(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut next = std::error::Error::source(e);
+    while let Some(err) = next {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_user() && std::error::Error::source(h).is_some() {
+                return true;
+            }
+        }
+        next = err.source();
+    }
+    false
+}
+
 /// ProxyPassReverse: only does work when the answer carries a header to rewrite.
-fn rewrite_redirects<T>(res: &mut Response<T>, target: &Target, front_host: Option<&HeaderValue>, tls: bool) {
+fn rewrite_redirects<T>(
+    res: &mut Response<T>,
+    target: &Target,
+    front_host: Option<&HeaderValue>,
+    tls: bool,
+) {
     let h = res.headers();
-    if !(h.contains_key(header::LOCATION) || h.contains_key(header::CONTENT_LOCATION) || h.contains_key("uri")) {
+    if !(h.contains_key(header::LOCATION)
+        || h.contains_key(header::CONTENT_LOCATION)
+        || h.contains_key("uri"))
+    {
         return;
     }
     let Some(host) = front_host.and_then(|h| h.to_str().ok()) else {

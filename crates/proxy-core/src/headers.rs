@@ -51,7 +51,12 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Appends `peer` to `X-Forwarded-For` (joining earlier values into one field) and sets
 /// `X-Forwarded-Host` and `X-Forwarded-Proto`.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: Option<IpAddr>, host: Option<&HeaderValue>, https: bool) {
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: Option<IpAddr>,
+    host: Option<&HeaderValue>,
+    https: bool,
+) {
     if let Some(ip) = peer {
         let mut joined = String::new();
         for v in headers.get_all(&X_FORWARDED_FOR) {
@@ -112,7 +117,10 @@ impl ReverseMap<'_> {
         let (absolute, path) = match value.strip_prefix(self.upstream_origin) {
             Some(rest) if rest.is_empty() || rest.starts_with(['/', '?', '#']) => (true, rest),
             Some(_) => return None,
-            None if value.starts_with('/') && !value.starts_with("//") && self.upstream_path != self.front_prefix => {
+            None if value.starts_with('/')
+                && !value.starts_with("//")
+                && self.upstream_path != self.front_prefix =>
+            {
                 (false, value)
             }
             None => return None,
@@ -121,7 +129,9 @@ impl ReverseMap<'_> {
         if !(rest.is_empty() || rest.starts_with(['/', '?', '#'])) {
             return None;
         }
-        let mut out = String::with_capacity(self.front_origin.len() + self.front_prefix.len() + rest.len() + 1);
+        let mut out = String::with_capacity(
+            self.front_origin.len() + self.front_prefix.len() + rest.len() + 1,
+        );
         if absolute {
             out.push_str(self.front_origin);
         }
@@ -157,7 +167,12 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(&X_FORWARDED_FOR, "1.1.1.1".parse().unwrap());
         h.append(&X_FORWARDED_FOR, "2.2.2.2".parse().unwrap());
-        set_forwarded(&mut h, Some("127.0.0.1".parse().unwrap()), Some(&"front".parse().unwrap()), false);
+        set_forwarded(
+            &mut h,
+            Some("127.0.0.1".parse().unwrap()),
+            Some(&"front".parse().unwrap()),
+            false,
+        );
         assert_eq!(h[&X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 127.0.0.1");
         assert_eq!(h[&X_FORWARDED_HOST], "front");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
@@ -171,21 +186,39 @@ mod tests {
             front_origin: "http://front.com",
             front_prefix: "/paid_user",
         };
-        assert_eq!(m.map("http://paid_one.lan/paid_user/x").as_deref(), Some("http://front.com/paid_user/x"));
-        assert_eq!(m.map("http://paid_one.lan/paid_user").as_deref(), Some("http://front.com/paid_user"));
+        assert_eq!(
+            m.map("http://paid_one.lan/paid_user/x").as_deref(),
+            Some("http://front.com/paid_user/x")
+        );
+        assert_eq!(
+            m.map("http://paid_one.lan/paid_user").as_deref(),
+            Some("http://front.com/paid_user")
+        );
         assert_eq!(m.map("http://paid_one.lan/other"), None);
         assert_eq!(m.map("http://paid_one.lanx/paid_user"), None);
-        assert_eq!(m.map("/paid_user/x"), None, "same path on both sides needs no rewrite");
+        assert_eq!(
+            m.map("/paid_user/x"),
+            None,
+            "same path on both sides needs no rewrite"
+        );
         let m = ReverseMap {
             upstream_origin: "http://b.lan:81",
             upstream_path: "/app",
             front_origin: "http://front.com",
             front_prefix: "/shop",
         };
-        assert_eq!(m.map("http://b.lan:81/app/login?x=1").as_deref(), Some("http://front.com/shop/login?x=1"));
+        assert_eq!(
+            m.map("http://b.lan:81/app/login?x=1").as_deref(),
+            Some("http://front.com/shop/login?x=1")
+        );
         assert_eq!(m.map("/app/login").as_deref(), Some("/shop/login"));
         assert_eq!(m.map("http://b.lan:81/").as_deref(), None);
-        let m = ReverseMap { upstream_origin: "http://w.lan", upstream_path: "", front_origin: "http://f", front_prefix: "" };
+        let m = ReverseMap {
+            upstream_origin: "http://w.lan",
+            upstream_path: "",
+            front_origin: "http://f",
+            front_prefix: "",
+        };
         assert_eq!(m.map("http://w.lan/a").as_deref(), Some("http://f/a"));
         assert_eq!(m.map("http://w.lan").as_deref(), Some("http://f/"));
     }

@@ -52,7 +52,10 @@ fn is_normal(bytes: &[u8]) -> Result<bool, PathError> {
                 if matches!(c, b'/' | b'\\' | 0) {
                     return Err(PathError::EncodedSeparator);
                 }
-                if is_unreserved(c) || bytes[i + 1].is_ascii_lowercase() || bytes[i + 2].is_ascii_lowercase() {
+                if is_unreserved(c)
+                    || bytes[i + 1].is_ascii_lowercase()
+                    || bytes[i + 2].is_ascii_lowercase()
+                {
                     normal = false;
                 }
                 i += 3;

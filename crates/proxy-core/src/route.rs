@@ -109,7 +109,12 @@ mod tests {
 
     fn table() -> RouteTable<&'static str> {
         let mut t = RouteTable::new();
-        for (p, v) in [("/", "web"), ("/news_rss/", "news"), ("/paid_user", "paid"), ("/paid_user/vip", "vip")] {
+        for (p, v) in [
+            ("/", "web"),
+            ("/news_rss/", "news"),
+            ("/paid_user", "paid"),
+            ("/paid_user/vip", "vip"),
+        ] {
             t.insert(RouteInfo::new(p, p), v).unwrap();
         }
         t
@@ -133,7 +138,10 @@ mod tests {
     #[test]
     fn duplicate_prefix_is_refused() {
         let mut t = table();
-        assert_eq!(t.insert(RouteInfo::new("again", "/news_rss"), "x"), Err("x"));
+        assert_eq!(
+            t.insert(RouteInfo::new("again", "/news_rss"), "x"),
+            Err("x")
+        );
     }
 
     #[test]

@@ -44,7 +44,10 @@ impl Upstream {
         let uri: Uri = url
             .parse()
             .map_err(|_| UpstreamError::Invalid(url.to_owned()))?;
-        let scheme = uri.scheme().cloned().ok_or_else(|| UpstreamError::Invalid(url.to_owned()))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| UpstreamError::Invalid(url.to_owned()))?;
         if scheme != Scheme::HTTP {
             return Err(UpstreamError::Scheme(url.to_owned()));
         }
@@ -96,12 +99,18 @@ impl Upstream {
     /// The absolute URI for a front request whose path past the route prefix is
     /// `remainder` (empty or starting with `/`); `front` is the front request's own
     /// path-and-query, reused as it is when the mapping leaves it unchanged.
-    pub fn uri_for(&self, front_prefix: &str, remainder: &str, front: Option<&PathAndQuery>) -> Uri {
+    pub fn uri_for(
+        &self,
+        front_prefix: &str,
+        remainder: &str,
+        front: Option<&PathAndQuery>,
+    ) -> Uri {
         let path_and_query = match front {
             Some(pq) if *self.base_path == *front_prefix && !remainder.is_empty() => pq.clone(),
             _ => {
                 let query = front.and_then(|pq| pq.query());
-                let len = self.base_path.len() + remainder.len() + query.map_or(0, |q| q.len() + 1) + 1;
+                let len =
+                    self.base_path.len() + remainder.len() + query.map_or(0, |q| q.len() + 1) + 1;
                 let mut buf = BytesMut::with_capacity(len);
                 buf.put_slice(self.base_path.as_bytes());
                 buf.put_slice(remainder.as_bytes());
@@ -113,7 +122,8 @@ impl Upstream {
                     buf.put_slice(q.as_bytes());
                 }
                 // The parts come from a parsed URI and a normalised path, so they are valid.
-                PathAndQuery::from_maybe_shared(buf.freeze()).unwrap_or_else(|_| PathAndQuery::from_static("/"))
+                PathAndQuery::from_maybe_shared(buf.freeze())
+                    .unwrap_or_else(|_| PathAndQuery::from_static("/"))
             }
         };
         let mut parts = http::uri::Parts::default();
@@ -150,23 +160,53 @@ mod tests {
 
     #[test]
     fn prefix_mapping_joins_slashes_once() {
-        assert_eq!(uri("http://n.lan/news_rss/", "/news_rss/", "/news_rss/x?a=1"), "http://n.lan/news_rss/x?a=1");
-        assert_eq!(uri("http://p.lan/paid_user", "/paid_user", "/paid_user/x"), "http://p.lan/paid_user/x");
-        assert_eq!(uri("http://p.lan/paid_user", "/paid_user", "/paid_user"), "http://p.lan/paid_user");
+        assert_eq!(
+            uri("http://n.lan/news_rss/", "/news_rss/", "/news_rss/x?a=1"),
+            "http://n.lan/news_rss/x?a=1"
+        );
+        assert_eq!(
+            uri("http://p.lan/paid_user", "/paid_user", "/paid_user/x"),
+            "http://p.lan/paid_user/x"
+        );
+        assert_eq!(
+            uri("http://p.lan/paid_user", "/paid_user", "/paid_user"),
+            "http://p.lan/paid_user"
+        );
         assert_eq!(uri("http://w.lan", "/", "/a/b"), "http://w.lan/a/b");
         assert_eq!(uri("http://w.lan", "/", "/"), "http://w.lan/");
         assert_eq!(uri("http://w.lan/", "/", "/?q"), "http://w.lan/?q");
-        assert_eq!(uri("http://b.lan/bar", "/foo/", "/foo/a"), "http://b.lan/bar/a");
-        assert_eq!(uri("http://b.lan/bar/", "/foo", "/foo?x=1"), "http://b.lan/bar?x=1");
+        assert_eq!(
+            uri("http://b.lan/bar", "/foo/", "/foo/a"),
+            "http://b.lan/bar/a"
+        );
+        assert_eq!(
+            uri("http://b.lan/bar/", "/foo", "/foo?x=1"),
+            "http://b.lan/bar?x=1"
+        );
         assert_eq!(uri("http://b.lan/", "/foo", "/foo"), "http://b.lan/");
-        assert_eq!(uri("http://b.lan:8080/x", "/", "/y"), "http://b.lan:8080/x/y");
+        assert_eq!(
+            uri("http://b.lan:8080/x", "/", "/y"),
+            "http://b.lan:8080/x/y"
+        );
     }
 
     #[test]
     fn bad_urls_are_refused() {
-        assert!(matches!(Upstream::parse("ftp://a/"), Err(UpstreamError::Scheme(_))));
-        assert!(matches!(Upstream::parse("/just/a/path"), Err(UpstreamError::Invalid(_))));
-        assert!(matches!(Upstream::parse("http://a/?q=1"), Err(UpstreamError::Query(_))));
-        assert!(matches!(Upstream::parse("not a url"), Err(UpstreamError::Invalid(_))));
+        assert!(matches!(
+            Upstream::parse("ftp://a/"),
+            Err(UpstreamError::Scheme(_))
+        ));
+        assert!(matches!(
+            Upstream::parse("/just/a/path"),
+            Err(UpstreamError::Invalid(_))
+        ));
+        assert!(matches!(
+            Upstream::parse("http://a/?q=1"),
+            Err(UpstreamError::Query(_))
+        ));
+        assert!(matches!(
+            Upstream::parse("not a url"),
+            Err(UpstreamError::Invalid(_))
+        ));
     }
 }

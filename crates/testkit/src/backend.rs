@@ -17,7 +17,9 @@ use tokio::sync::watch;
 
 /// A request handler for a [`Backend`].
 pub type Handler = Arc<
-    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>> + Send + Sync,
+    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>
+        + Send
+        + Sync,
 >;
 
 /// Counters a backend keeps, shared with the test.
@@ -72,7 +74,12 @@ impl Backend {
         self.addr = listener.local_addr()?;
         let (tx, rx) = watch::channel(false);
         self.stop = Some(tx);
-        tokio::spawn(serve(listener, self.handler.clone(), self.stats.clone(), rx));
+        tokio::spawn(serve(
+            listener,
+            self.handler.clone(),
+            self.stats.clone(),
+            rx,
+        ));
         Ok(())
     }
 
@@ -150,7 +157,12 @@ fn bind_reusable(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
-async fn serve(listener: TcpListener, handler: Handler, stats: Arc<BackendStats>, mut stop: watch::Receiver<bool>) {
+async fn serve(
+    listener: TcpListener,
+    handler: Handler,
+    stats: Arc<BackendStats>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {

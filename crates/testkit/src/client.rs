@@ -52,7 +52,8 @@ pub struct Client {
 impl Client {
     /// A client for the server at `addr`.
     pub fn new(addr: SocketAddr) -> Self {
-        let inner = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let inner = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .build(HttpConnector::new());
         Self {
             inner,
             base: format!("http://{addr}"),
@@ -61,17 +62,25 @@ impl Client {
 
     /// GET `path`.
     pub async fn get(&self, path: &str) -> Result<TestResponse, hyper_util::client::legacy::Error> {
-        self.request(Request::get(path).body(Full::default()).unwrap()).await
+        self.request(Request::get(path).body(Full::default()).unwrap())
+            .await
     }
 
     /// Sends `req`; a relative URI is resolved against the server's address.
-    pub async fn request(&self, mut req: Request<Full<Bytes>>) -> Result<TestResponse, hyper_util::client::legacy::Error> {
+    pub async fn request(
+        &self,
+        mut req: Request<Full<Bytes>>,
+    ) -> Result<TestResponse, hyper_util::client::legacy::Error> {
         if req.uri().authority().is_none() {
             *req.uri_mut() = format!("{}{}", self.base, req.uri()).parse().unwrap();
         }
         let res = self.inner.request(req).await?;
         let (parts, body) = res.into_parts();
-        let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let body = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
         Ok(TestResponse {
             status: parts.status,
             headers: parts.headers,
@@ -96,15 +105,26 @@ pub async fn connect_from(from: IpAddr, addr: SocketAddr) -> std::io::Result<Tcp
 }
 
 /// Sends one request over a connection from source address `from`.
-pub async fn send_from(from: IpAddr, addr: SocketAddr, req: Request<Full<Bytes>>) -> std::io::Result<TestResponse> {
+pub async fn send_from(
+    from: IpAddr,
+    addr: SocketAddr,
+    req: Request<Full<Bytes>>,
+) -> std::io::Result<TestResponse> {
     let stream = connect_from(from, addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(std::io::Error::other)?;
     tokio::spawn(conn);
-    let res = sender.send_request(req).await.map_err(std::io::Error::other)?;
+    let res = sender
+        .send_request(req)
+        .await
+        .map_err(std::io::Error::other)?;
     let (parts, body) = res.into_parts();
-    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     Ok(TestResponse {
         status: parts.status,
         headers: parts.headers,
@@ -114,7 +134,10 @@ pub async fn send_from(from: IpAddr, addr: SocketAddr, req: Request<Full<Bytes>>
 
 /// GET `path` with `Host: test` over a connection from source address `from`.
 pub async fn get_from(from: IpAddr, addr: SocketAddr, path: &str) -> std::io::Result<TestResponse> {
-    let req = Request::get(path).header("host", "test").body(Full::default()).unwrap();
+    let req = Request::get(path)
+        .header("host", "test")
+        .body(Full::default())
+        .unwrap();
     send_from(from, addr, req).await
 }
 
