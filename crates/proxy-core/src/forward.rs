@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::error::{ForwardError, ForwardErrorKind};
@@ -120,7 +121,7 @@ where
 {
     type Response = Response<Incoming>;
     type Error = ForwardError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Incoming>, ForwardError>> + Send>>;
+    type Future = ForwardFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -128,7 +129,9 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let Some(target) = req.extensions().get::<Target>().cloned() else {
-            return Box::pin(async { Err(ForwardError::new(ForwardErrorKind::NoTarget, None)) });
+            return ForwardFuture {
+                state: State::NoTarget,
+            };
         };
         let (mut parts, body) = req.into_parts();
         let tls = parts.extensions.get::<FrontTls>().is_some();
@@ -156,32 +159,79 @@ where
         parts.version = Version::HTTP_11;
 
         let sent = self.client.request(Request::from_parts(parts, body));
-        let timeout = self.config.response_timeout;
-        Box::pin(async move {
-            let result = tokio::time::timeout(timeout, sent).await;
-            let mut res = match result {
-                Ok(Ok(res)) => res,
-                Ok(Err(e)) => {
-                    let kind = if e.is_connect() {
-                        ForwardErrorKind::Connect
-                    } else if request_body_failed(&e) {
-                        ForwardErrorKind::RequestBody
-                    } else {
-                        ForwardErrorKind::Upstream
-                    };
-                    let err = ForwardError::new(kind, Some(e.into()));
-                    tracing::warn!(target: "towergate_proxy", route = %target.route.name, upstream = %target.upstream, error = %err, "forwarding failed");
-                    return Err(err);
-                }
-                Err(_) => {
-                    let err = ForwardError::new(ForwardErrorKind::Timeout, None);
-                    tracing::warn!(target: "towergate_proxy", route = %target.route.name, upstream = %target.upstream, ?timeout, "upstream timed out");
-                    return Err(err);
-                }
-            };
-            remove_hop_by_hop(res.headers_mut());
-            rewrite_redirects(&mut res, &target, front_host.as_ref(), tls);
-            Ok(res)
+        ForwardFuture {
+            state: State::Sent {
+                sent: tokio::time::timeout(self.config.response_timeout, sent),
+                target: Some(target),
+                front_host,
+                tls,
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`Forward`]: waits for the response head within the timeout, then
+    /// cleans and rewrites its headers.
+    pub struct ForwardFuture {
+        #[pin]
+        state: State,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State {
+        NoTarget,
+        Sent {
+            #[pin]
+            sent: tokio::time::Timeout<hyper_util::client::legacy::ResponseFuture>,
+            target: Option<Target>,
+            front_host: Option<HeaderValue>,
+            tls: bool,
+        },
+    }
+}
+
+impl Future for ForwardFuture {
+    type Output = Result<Response<Incoming>, ForwardError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let (sent, target, front_host, tls) = match self.project().state.project() {
+            StateProj::NoTarget => {
+                return Poll::Ready(Err(ForwardError::new(ForwardErrorKind::NoTarget, None)));
+            }
+            StateProj::Sent {
+                sent,
+                target,
+                front_host,
+                tls,
+            } => (sent, target, front_host, *tls),
+        };
+        let result = ready!(sent.poll(cx));
+        let target = target.take().expect("polled after completion");
+        Poll::Ready(match result {
+            Ok(Ok(mut res)) => {
+                remove_hop_by_hop(res.headers_mut());
+                rewrite_redirects(&mut res, &target, front_host.as_ref(), tls);
+                Ok(res)
+            }
+            Ok(Err(e)) => {
+                let kind = if e.is_connect() {
+                    ForwardErrorKind::Connect
+                } else if request_body_failed(&e) {
+                    ForwardErrorKind::RequestBody
+                } else {
+                    ForwardErrorKind::Upstream
+                };
+                let err = ForwardError::new(kind, Some(e.into()));
+                tracing::warn!(target: "towergate_proxy", route = %target.route.name, upstream = %target.upstream, error = %err, "forwarding failed");
+                Err(err)
+            }
+            Err(_) => {
+                tracing::warn!(target: "towergate_proxy", route = %target.route.name, upstream = %target.upstream, "upstream timed out");
+                Err(ForwardError::new(ForwardErrorKind::Timeout, None))
+            }
         })
     }
 }

@@ -48,7 +48,7 @@ mod upstream;
 pub use body::ProxyBody;
 pub use canonical::{CanonicalRequest, CanonicalRequestLayer, Refusal};
 pub use error::{ForwardError, ForwardErrorKind, status_response};
-pub use forward::{Forward, ForwardConfig, FrontTls, Target};
+pub use forward::{Forward, ForwardConfig, ForwardFuture, FrontTls, Target};
 pub use path::{PathError, normalize_path};
 pub use route::{Route, RouteInfo, RouteTable};
 pub use upstream::{Upstream, UpstreamError};
