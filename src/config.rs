@@ -54,6 +54,9 @@ pub struct ServerConfig {
     /// Time requests in flight get to finish on shutdown.
     #[serde(default = "defaults::grace_period", with = "duration")]
     pub grace_period: Duration,
+    /// Where `towergate run` writes its process id, for `towergate reload` (Apache `PidFile`).
+    #[serde(default)]
+    pub pid_file: Option<PathBuf>,
 }
 
 /// `[[route]]`: a front prefix and where it leads (`ProxyPass`/`ProxyPassReverse`).

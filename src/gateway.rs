@@ -1,31 +1,50 @@
-//! A running gateway: listeners bound, stack built, background work spawned.
+//! A running gateway: listeners bound, stack built, background work spawned; reloads swap
+//! the stack without dropping a request.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tower::{Service, ServiceExt};
 
+use crate::carry::Carryover;
 use crate::config::Config;
 use crate::server::{ServerOptions, serve};
 use crate::stack;
 
+type Reloader = Box<dyn Fn(&Config) -> anyhow::Result<()> + Send + Sync>;
+
 /// A gateway serving its config; dropping it stops it without waiting.
 pub struct RunningGateway {
     addrs: Vec<SocketAddr>,
+    listen: Vec<SocketAddr>,
     stop: watch::Sender<bool>,
     servers: JoinSet<()>,
-    background: JoinSet<()>,
+    carry: Arc<Carryover>,
+    generation: Arc<AtomicU64>,
+    reloader: Reloader,
+    config_path: Option<PathBuf>,
 }
 
 impl RunningGateway {
     /// Binds every listener, builds the stack and starts serving.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
-        let stack::Stack {
-            service,
-            background: background_work,
-        } = stack::build(&config)?;
+        let carry = Arc::new(Carryover::new());
+        carry.begin();
+        let built = match stack::build(&config, &carry) {
+            Ok(built) => built,
+            Err(e) => {
+                carry.rollback();
+                return Err(e);
+            }
+        };
         let mut listeners = Vec::new();
         for addr in &config.server.listen {
             let listener = TcpListener::bind(addr)
@@ -37,6 +56,35 @@ impl RunningGateway {
             .iter()
             .map(|l| l.local_addr())
             .collect::<Result<Vec<_>, _>>()?;
+        carry.commit();
+        spawn_all(built.background);
+
+        let current = Current {
+            service: Arc::new(ArcSwap::from_pointee(built.service)),
+        };
+        let generation = Arc::new(AtomicU64::new(1));
+        let reloader: Reloader = {
+            let current = current.service.clone();
+            let carry = carry.clone();
+            let generation = generation.clone();
+            Box::new(move |config: &Config| {
+                carry.begin();
+                match stack::build(config, &carry) {
+                    Ok(built) => {
+                        current.store(Arc::new(built.service));
+                        carry.commit();
+                        spawn_all(built.background);
+                        generation.fetch_add(1, Ordering::Relaxed);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        carry.rollback();
+                        Err(e)
+                    }
+                }
+            })
+        };
+
         let (stop, stopped) = watch::channel(false);
         let opts = ServerOptions {
             header_read_timeout: config.server.header_read_timeout,
@@ -46,24 +94,30 @@ impl RunningGateway {
         for listener in listeners {
             servers.spawn(serve(
                 listener,
-                service.clone(),
+                current.clone(),
                 opts.clone(),
                 stopped.clone(),
             ));
-        }
-        let mut background = JoinSet::new();
-        for work in background_work {
-            background.spawn(work);
         }
         for addr in &addrs {
             tracing::info!(%addr, "listening");
         }
         Ok(Self {
             addrs,
+            listen: config.server.listen.clone(),
             stop,
             servers,
-            background,
+            carry,
+            generation,
+            reloader,
+            config_path: None,
         })
+    }
+
+    /// Remembers the file the config came from, for reloads on SIGHUP.
+    pub fn with_config_path(mut self, path: PathBuf) -> Self {
+        self.config_path = Some(path);
+        self
     }
 
     /// The bound listen addresses, in config order.
@@ -76,18 +130,62 @@ impl RunningGateway {
         self.addrs[0]
     }
 
+    /// The config generation serving now: 1 at start, one more per successful reload.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Swaps in a stack built from `config`: requests from now on use it, requests in
+    /// flight finish on the old one. On error the old config keeps serving. Listener
+    /// addresses are bound at start; a change to them takes a restart (and is refused).
+    pub fn reload(&self, config: &Config) -> anyhow::Result<()> {
+        if config.server.listen != self.listen {
+            anyhow::bail!(
+                "server.listen changed; listeners are bound at start, so that takes a restart"
+            );
+        }
+        (self.reloader)(config)?;
+        tracing::info!(generation = self.generation(), "configuration reloaded");
+        Ok(())
+    }
+
+    /// Re-reads the config file and reloads; on error logs why and keeps serving.
+    pub fn reload_from_file(&self) -> anyhow::Result<()> {
+        let path = self
+            .config_path
+            .as_ref()
+            .context("no config file to reload from")?;
+        let result = Config::load(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|config| self.reload(&config));
+        if let Err(e) = &result {
+            tracing::error!(error = %format!("{e:#}"), "reload refused; the previous configuration keeps serving");
+        }
+        result
+    }
+
     /// Stops accepting, lets requests in flight finish (within the grace period), and
     /// stops the background work.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         while self.servers.join_next().await.is_some() {}
-        self.background.abort_all();
+        self.carry.stop_all();
     }
 
-    /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully; SIGHUP reloads the
+    /// config file.
     pub async fn run_until_signal(self) -> anyhow::Result<()> {
-        wait_for_signal().await?;
-        tracing::info!("shutting down");
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => { r?; break; }
+                _ = term.recv() => break,
+                _ = hup.recv() => { let _ = self.reload_from_file(); }
+            }
+        }
+        tracing::info!("shutting down: no new connections; finishing requests in flight");
         self.shutdown().await;
         Ok(())
     }
@@ -97,16 +195,41 @@ impl Drop for RunningGateway {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
         self.servers.abort_all();
-        self.background.abort_all();
     }
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
+fn spawn_all(work: Vec<stack::Background>) {
+    for w in work {
+        tokio::spawn(w);
     }
-    Ok(())
+}
+
+/// The stack serving now: each request takes the current generation's service.
+struct Current<S> {
+    service: Arc<ArcSwap<S>>,
+}
+
+impl<S> Clone for Current<S> {
+    fn clone(&self) -> Self {
+        Self {
+            service: self.service.clone(),
+        }
+    }
+}
+
+impl<S, R> Service<R> for Current<S>
+where
+    S: Service<R> + Clone,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = tower::util::Oneshot<S, R>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        S::clone(&self.service.load()).oneshot(req)
+    }
 }

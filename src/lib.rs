@@ -5,6 +5,7 @@
 //! ([`server`], [`gateway`]). `towergate demo` ([`demo`]) runs the article's cluster on
 //! loopback.
 
+pub mod carry;
 pub mod config;
 pub mod demo;
 pub mod dispatch;

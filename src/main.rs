@@ -1,7 +1,9 @@
 //! The `towergate` command: run, check, demo.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +28,13 @@ enum Command {
     },
     /// Check a config file and exit (like `apachectl -t`).
     Check {
+        /// The config file.
+        #[arg(short, long, default_value = "towergate.toml")]
+        config: PathBuf,
+    },
+    /// Reload a running gateway: SIGHUP to the process in the config's `server.pid_file`
+    /// (like `apachectl -k graceful`).
+    Reload {
         /// The config file.
         #[arg(short, long, default_value = "towergate.toml")]
         config: PathBuf,
@@ -55,16 +64,27 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Command::Run { config } => {
-            let config = match Config::load(&config) {
+        Command::Reload { config } => exit(reload(&config)),
+        Command::Run { config: path } => {
+            let config = match Config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
+            let _pid_file = match config
+                .server
+                .pid_file
+                .as_deref()
+                .map(PidFile::create)
+                .transpose()
+            {
+                Ok(p) => p,
+                Err(e) => return exit(Err(e)),
+            };
             exit(runtime().block_on(async {
-                let gateway = RunningGateway::start(config).await?;
+                let gateway = RunningGateway::start(config).await?.with_config_path(path);
                 gateway.run_until_signal().await
             }))
         }
@@ -75,6 +95,47 @@ fn main() -> ExitCode {
             gateway.run_until_signal().await
         })),
     }
+}
+
+/// The process id, written at start and removed at exit.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn create(path: &Path) -> anyhow::Result<Self> {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write the pid file {}", path.display()))?;
+        Ok(Self(path.to_owned()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn reload(config: &Path) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    let pid_file = config.server.pid_file.context(
+        "server.pid_file is not set in the config, so the running gateway cannot be found",
+    )?;
+    let pid = std::fs::read_to_string(&pid_file).with_context(|| {
+        format!(
+            "cannot read {}: is the gateway running?",
+            pid_file.display()
+        )
+    })?;
+    let pid: u32 = pid
+        .trim()
+        .parse()
+        .with_context(|| format!("{} holds no process id", pid_file.display()))?;
+    let status = std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(pid.to_string())
+        .status()?;
+    anyhow::ensure!(status.success(), "could not signal process {pid}");
+    println!("sent SIGHUP to towergate (pid {pid}): it reloads, or logs why not and keeps serving");
+    Ok(())
 }
 
 fn runtime() -> tokio::runtime::Runtime {

