@@ -24,6 +24,9 @@ pub struct Config {
     /// Routes, matched by longest prefix (`ProxyPass`).
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// The admin listener: status page, JSON, metrics (off when absent).
+    #[serde(default)]
+    pub admin: Option<crate::admin::AdminConfig>,
 }
 
 /// `[server]`: how the gateway listens and forwards.

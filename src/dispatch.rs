@@ -6,7 +6,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
+use crate::metrics::RouteMetrics;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -25,9 +27,18 @@ pub enum RouteAction {
     Origin(Arc<Upstream>),
 }
 
+/// A route's action and its metric handles.
+#[derive(Debug)]
+pub struct Routed {
+    /// Where the route leads.
+    pub action: RouteAction,
+    /// Its metrics.
+    pub metrics: Arc<RouteMetrics>,
+}
+
 /// Routes requests and forwards them.
 pub struct Dispatch<B> {
-    routes: Arc<RouteTable<RouteAction>>,
+    routes: Arc<RouteTable<Routed>>,
     forward: Forward<B>,
 }
 
@@ -42,7 +53,7 @@ impl<B> Clone for Dispatch<B> {
 
 impl<B> Dispatch<B> {
     /// A dispatcher over `routes` forwarding with `forward`.
-    pub fn new(routes: RouteTable<RouteAction>, forward: Forward<B>) -> Self {
+    pub fn new(routes: RouteTable<Routed>, forward: Forward<B>) -> Self {
         Self {
             routes: Arc::new(routes),
             forward,
@@ -67,13 +78,14 @@ where
         let Some(route) = self.routes.find(req.uri().path()) else {
             return DispatchFuture::ready(status_response(StatusCode::NOT_FOUND));
         };
-        match route.value() {
+        let routed = route.value();
+        match &routed.action {
             RouteAction::Origin(upstream) => {
                 req.extensions_mut().insert(Target {
                     route: route.info().clone(),
                     upstream: upstream.clone(),
                 });
-                DispatchFuture::forward(self.forward.call(req))
+                DispatchFuture::forward(self.forward.call(req), routed.metrics.clone())
             }
         }
     }
@@ -91,7 +103,7 @@ pin_project! {
     #[project = KindProj]
     enum Kind<F> {
         Ready { response: Option<Response<ProxyBody>> },
-        Forward { #[pin] future: F },
+        Forward { #[pin] future: F, metrics: Arc<RouteMetrics>, started: Instant },
     }
 }
 
@@ -104,9 +116,13 @@ impl<F> DispatchFuture<F> {
         }
     }
 
-    fn forward(future: F) -> Self {
+    fn forward(future: F, metrics: Arc<RouteMetrics>) -> Self {
         Self {
-            kind: Kind::Forward { future },
+            kind: Kind::Forward {
+                future,
+                metrics,
+                started: Instant::now(),
+            },
         }
     }
 }
@@ -122,11 +138,20 @@ where
             KindProj::Ready { response } => {
                 Poll::Ready(Ok(response.take().expect("polled after completion")))
             }
-            KindProj::Forward { future } => future.poll(cx).map(|result| {
-                Ok(match result {
+            KindProj::Forward {
+                future,
+                metrics,
+                started,
+            } => future.poll(cx).map(|result| {
+                let res = match result {
                     Ok(res) => res.map(ProxyBody::upstream),
-                    Err(e) => e.to_response(),
-                })
+                    Err(e) => {
+                        metrics.upstream_error(e.kind());
+                        e.to_response()
+                    }
+                };
+                metrics.record(res.status().as_u16(), started.elapsed());
+                Ok(res)
             }),
         }
     }

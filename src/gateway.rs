@@ -14,17 +14,22 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower::{Service, ServiceExt};
 
+use crate::admin::Admin;
 use crate::carry::Carryover;
 use crate::config::Config;
 use crate::server::{ServerOptions, serve};
 use crate::stack;
+use crate::status::Status;
 
 type Reloader = Box<dyn Fn(&Config) -> anyhow::Result<()> + Send + Sync>;
 
 /// A gateway serving its config; dropping it stops it without waiting.
 pub struct RunningGateway {
     addrs: Vec<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
+    status: Arc<ArcSwap<Status>>,
     listen: Vec<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     servers: JoinSet<()>,
     carry: Arc<Carryover>,
@@ -56,6 +61,18 @@ impl RunningGateway {
             .iter()
             .map(|l| l.local_addr())
             .collect::<Result<Vec<_>, _>>()?;
+        let admin_listener = match &config.admin {
+            Some(admin) => Some(
+                TcpListener::bind(admin.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {} (admin)", admin.listen))?,
+            ),
+            None => None,
+        };
+        let admin_addr = admin_listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()?;
         carry.commit();
         spawn_all(built.background);
 
@@ -63,10 +80,14 @@ impl RunningGateway {
             service: Arc::new(ArcSwap::from_pointee(built.service)),
         };
         let generation = Arc::new(AtomicU64::new(1));
+        let mut first_status = built.status;
+        first_status.generation = 1;
+        let status = Arc::new(ArcSwap::from_pointee(first_status));
         let reloader: Reloader = {
             let current = current.service.clone();
             let carry = carry.clone();
             let generation = generation.clone();
+            let status = status.clone();
             Box::new(move |config: &Config| {
                 carry.begin();
                 match stack::build(config, &carry) {
@@ -74,7 +95,9 @@ impl RunningGateway {
                         current.store(Arc::new(built.service));
                         carry.commit();
                         spawn_all(built.background);
-                        generation.fetch_add(1, Ordering::Relaxed);
+                        let mut new_status = built.status;
+                        new_status.generation = generation.fetch_add(1, Ordering::Relaxed) + 1;
+                        status.store(Arc::new(new_status));
                         Ok(())
                     }
                     Err(e) => {
@@ -99,12 +122,22 @@ impl RunningGateway {
                 stopped.clone(),
             ));
         }
+        if let (Some(listener), Some(admin)) = (admin_listener, &config.admin) {
+            let admin = Admin::new(status.clone(), &admin.allow);
+            servers.spawn(crate::admin::serve(listener, admin, stopped.clone()));
+        }
         for addr in &addrs {
             tracing::info!(%addr, "listening");
         }
+        if let Some(addr) = admin_addr {
+            tracing::info!(%addr, "admin listener (status page, /status.json, /metrics)");
+        }
         Ok(Self {
             addrs,
+            admin_addr,
+            status,
             listen: config.server.listen.clone(),
+            admin_listen: config.admin.as_ref().map(|a| a.listen),
             stop,
             servers,
             carry,
@@ -125,6 +158,16 @@ impl RunningGateway {
         &self.addrs
     }
 
+    /// The admin listener's address, if configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The current generation's status.
+    pub fn status(&self) -> Arc<Status> {
+        self.status.load_full()
+    }
+
     /// The first listen address.
     pub fn addr(&self) -> SocketAddr {
         self.addrs[0]
@@ -139,9 +182,11 @@ impl RunningGateway {
     /// flight finish on the old one. On error the old config keeps serving. Listener
     /// addresses are bound at start; a change to them takes a restart (and is refused).
     pub fn reload(&self, config: &Config) -> anyhow::Result<()> {
-        if config.server.listen != self.listen {
+        if config.server.listen != self.listen
+            || config.admin.as_ref().map(|a| a.listen) != self.admin_listen
+        {
             anyhow::bail!(
-                "server.listen changed; listeners are bound at start, so that takes a restart"
+                "server.listen or admin.listen changed; listeners are bound at start, so that takes a restart"
             );
         }
         (self.reloader)(config)?;

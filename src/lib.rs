@@ -5,13 +5,17 @@
 //! ([`server`], [`gateway`]). `towergate demo` ([`demo`]) runs the article's cluster on
 //! loopback.
 
+pub mod admin;
 pub mod carry;
 pub mod config;
 pub mod demo;
 pub mod dispatch;
 pub mod gateway;
+pub mod import_apache;
+pub mod metrics;
 pub mod server;
 pub mod stack;
+pub mod status;
 
 pub use config::{Config, ConfigError};
 pub use gateway::RunningGateway;

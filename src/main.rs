@@ -39,6 +39,14 @@ enum Command {
         #[arg(short, long, default_value = "towergate.toml")]
         config: PathBuf,
     },
+    /// Translate an Apache httpd.conf into towergate TOML; lists what it could not translate.
+    ImportApache {
+        /// The httpd.conf to read.
+        httpd_conf: PathBuf,
+        /// Write the TOML here instead of to stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Run the article's cluster: seven demo backends and the gateway in front.
     Demo {
         /// Where the gateway listens.
@@ -65,6 +73,9 @@ fn main() -> ExitCode {
             }
         },
         Command::Reload { config } => exit(reload(&config)),
+        Command::ImportApache { httpd_conf, output } => {
+            exit(import_apache(&httpd_conf, output.as_deref()))
+        }
         Command::Run { config: path } => {
             let config = match Config::load(&path) {
                 Ok(c) => c,
@@ -135,6 +146,24 @@ fn reload(config: &Path) -> anyhow::Result<()> {
         .status()?;
     anyhow::ensure!(status.success(), "could not signal process {pid}");
     println!("sent SIGHUP to towergate (pid {pid}): it reloads, or logs why not and keeps serving");
+    Ok(())
+}
+
+fn import_apache(httpd_conf: &Path, output: Option<&Path>) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(httpd_conf)
+        .with_context(|| format!("cannot read {}", httpd_conf.display()))?;
+    let imported = towergate::import_apache::import(&text);
+    match output {
+        Some(path) => std::fs::write(path, &imported.toml)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => print!("{}", imported.toml),
+    }
+    if !imported.untranslated.is_empty() {
+        eprintln!("{} directives not translated:", imported.untranslated.len());
+        for (line, what, why) in &imported.untranslated {
+            eprintln!("  {}:{line}: {what}  ({why})", httpd_conf.display());
+        }
+    }
     Ok(())
 }
 

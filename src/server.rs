@@ -91,7 +91,8 @@ pub async fn serve<S, B>(
     }
 }
 
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+/// Resolves once `shutdown` turns true.
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns must not be held across an await.
     let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
 }

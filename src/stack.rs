@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use http::{Request, Response};
@@ -15,7 +16,9 @@ use towergate_proxy::{
 
 use crate::carry::Carryover;
 use crate::config::Config;
-use crate::dispatch::{Dispatch, RouteAction};
+use crate::dispatch::{Dispatch, RouteAction, Routed};
+use crate::metrics::Metrics;
+use crate::status::{RouteStatus, Status};
 
 /// Work the stack needs running beside it (health checks, table sweeps): spawn each.
 pub type Background = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -26,6 +29,8 @@ pub struct Stack<S> {
     pub service: S,
     /// Work to spawn beside it.
     pub background: Vec<Background>,
+    /// What the admin listener shows of this generation.
+    pub status: Status,
 }
 
 /// Builds the service for `config`, and the background work it needs. Parts that must
@@ -49,7 +54,9 @@ pub fn build(
     >,
 > {
     let background: Vec<Background> = Vec::new();
-    let _ = carry;
+    let metrics =
+        carry.reuse::<Metrics, _>("metrics", "", || Ok((Arc::new(Metrics::new()), None)))?;
+    let mut status = Status::new(metrics.clone());
     let server = &config.server;
 
     let forward = Forward::new(ForwardConfig {
@@ -65,6 +72,15 @@ pub fn build(
         let prefix = &route.prefix.get_ref().0;
         let name = route.name.clone().unwrap_or_else(|| prefix.clone());
         let action = RouteAction::Origin(route.upstream.0.clone());
+        status.routes.push(RouteStatus {
+            name: name.clone(),
+            prefix: prefix.clone(),
+            target: route.upstream.0.url().to_owned(),
+        });
+        let action = Routed {
+            action,
+            metrics: metrics.route(&name),
+        };
         routes
             .insert(RouteInfo::new(name, prefix), action)
             .ok()
@@ -87,5 +103,6 @@ pub fn build(
     Ok(Stack {
         service,
         background,
+        status,
     })
 }

@@ -1,0 +1,109 @@
+//! What the admin listener shows: one [`Status`] per config generation, rendered as JSON,
+//! as a page, and as Prometheus metrics.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::metrics::Metrics;
+
+/// A route as configured.
+#[derive(Debug, Clone)]
+pub struct RouteStatus {
+    /// Its name.
+    pub name: String,
+    /// Its front prefix.
+    pub prefix: String,
+    /// Where it leads: an upstream URL or `pool NAME`.
+    pub target: String,
+}
+
+/// The status of one config generation.
+pub struct Status {
+    /// The generation number (1 at start, one more per reload).
+    pub generation: u64,
+    /// The metrics registry, shared by all generations.
+    pub metrics: Arc<Metrics>,
+    /// The routes, in config order.
+    pub routes: Vec<RouteStatus>,
+}
+
+impl Status {
+    /// An empty status for a stack being built.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            generation: 0,
+            metrics,
+            routes: Vec::new(),
+        }
+    }
+
+    /// The status as JSON.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "generation": self.generation,
+            "routes": self.routes.iter().map(|r| json!({"name": r.name, "prefix": r.prefix, "target": r.target})).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Prometheus exposition: the recorded counters and histograms, plus gauges read now.
+    pub fn metrics_text(&self) -> String {
+        self.metrics
+            .set_gauge("towergate_config_generation", &[], self.generation as f64);
+        self.metrics.render()
+    }
+
+    /// The status page: self-contained HTML, readable at a glance.
+    pub fn to_html(&self) -> String {
+        let mut h = String::with_capacity(4096);
+        h.push_str(concat!(
+            "<!doctype html><html lang=en><head><meta charset=utf-8><title>towergate status</title>",
+            "<meta http-equiv=refresh content=5><style>",
+            "body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}",
+            "h1{font-size:1.3em}h2{font-size:1.1em;margin-top:1.5em}",
+            "table{border-collapse:collapse;min-width:40em}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left}",
+            "th{background:#eee}.up{background:#d8f5d0}.down{background:#f8d0d0}.standby{background:#eef}",
+            ".drained{background:#f4e9c8}button{font:inherit}",
+            "</style></head><body>"
+        ));
+        let _ = write!(
+            h,
+            "<h1>towergate</h1><p>configuration generation <b id=generation>{}</b></p>",
+            self.generation
+        );
+        h.push_str(
+            "<h2>Routes</h2><table id=routes><tr><th>name</th><th>prefix</th><th>target</th></tr>",
+        );
+        for r in &self.routes {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&r.name),
+                esc(&r.prefix),
+                esc(&r.target)
+            );
+        }
+        h.push_str("</table>");
+        h.push_str(
+            "<p><a href=status.json>JSON</a> · <a href=metrics>metrics</a></p></body></html>",
+        );
+        h
+    }
+}
+
+/// HTML-escapes text.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}

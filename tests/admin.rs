@@ -1,0 +1,136 @@
+//! The admin listener: status JSON and page, Prometheus metrics after known traffic, and
+//! its own access rule.
+
+mod common;
+
+use common::*;
+use towergate_testkit::client;
+
+fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(name_and_labels)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
+}
+
+#[tokio::test]
+async fn metrics_and_status_count_what_was_sent() {
+    let web = Backend::echo("web").await.unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = format!(
+        "{}{}{}[admin]\nlisten = \"127.0.0.1:0\"\nallow = [\"127.0.0.1/32\"]\n",
+        server_section(""),
+        route("/", &web.url()),
+        route("/dead", &format!("http://{dead}"))
+    );
+    let gw = start_gateway(&config).await;
+    let admin = gw.admin_addr().expect("admin listener");
+    let client = Client::new(gw.addr());
+    for _ in 0..7 {
+        assert_eq!(client.get("/page").await.unwrap().status, 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(client.get("/dead/x").await.unwrap().status, 502);
+    }
+
+    let metrics = client::get(admin, "/metrics").await;
+    assert_eq!(metrics.status, 200);
+    let text = metrics.text();
+    assert_eq!(
+        metric(
+            &text,
+            "towergate_requests_total{route=\"/\",status=\"2xx\"}"
+        ),
+        Some(7.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "towergate_requests_total{route=\"/dead\",status=\"5xx\"}"
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "towergate_upstream_errors_total{route=\"/dead\",kind=\"connect\"}"
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "towergate_request_duration_seconds_count{route=\"/\"}"
+        ),
+        Some(7.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "towergate_config_generation"),
+        Some(1.0),
+        "{text}"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&client::get(admin, "/status.json").await.body).unwrap();
+    assert_eq!(json["generation"], 1);
+    let prefixes: Vec<&str> = json["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["prefix"].as_str().unwrap())
+        .collect();
+    assert_eq!(prefixes, ["/", "/dead"], "in config order");
+
+    let page = client::get(admin, "/").await;
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(page.text().contains("<table id=routes>") && page.text().contains("/dead"));
+
+    // After a reload the counters go on and the generation moves.
+    gw.reload(&towergate::Config::from_toml(&config, std::path::Path::new("t.toml")).unwrap())
+        .unwrap();
+    client.get("/again").await.unwrap();
+    let text = client::get(admin, "/metrics").await.text();
+    assert_eq!(
+        metric(
+            &text,
+            "towergate_requests_total{route=\"/\",status=\"2xx\"}"
+        ),
+        Some(8.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "towergate_config_generation"),
+        Some(2.0),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_admin_listener_refuses_clients_outside_its_networks() {
+    let web = Backend::echo("web").await.unwrap();
+    let config = format!(
+        "{}{}[admin]\nlisten = \"127.0.0.1:0\"\nallow = [\"127.0.0.1/32\"]\n",
+        server_section(""),
+        route("/", &web.url())
+    );
+    let gw = start_gateway(&config).await;
+    let admin = gw.admin_addr().unwrap();
+    let res = client::get_from("127.0.0.2".parse().unwrap(), admin, "/status.json")
+        .await
+        .unwrap();
+    assert_eq!(res.status, 403);
+    let res = client::get_from("127.0.0.1".parse().unwrap(), admin, "/status.json")
+        .await
+        .unwrap();
+    assert_eq!(res.status, 200);
+}
