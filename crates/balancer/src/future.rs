@@ -1,0 +1,222 @@
+//! The balancer's response future: watches each attempt's outcome, keeps the pool's view
+//! of its members up to date, and sends the request on to the next member where that is
+//! safe.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Request, Response, StatusCode};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+use towergate_proxy::{ForwardError, ForwardErrorKind, RouteInfo, Target, status_response};
+
+use crate::body::{self, ReplayBody};
+use crate::pool::{MemberSet, Pool, PoolInner, bit};
+
+pin_project! {
+    /// Response future of [`Balancer`](crate::Balancer).
+    pub struct ResponseFuture<F, S, B> {
+        #[pin]
+        state: State<F>,
+        attempt: Option<InFlight>,
+        retry: Option<Retry<S, B>>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        /// No member can take the request: answer 503.
+        Unavailable,
+        /// An attempt is in flight.
+        Calling { #[pin] future: F },
+        /// The next attempt waits for the service to be ready.
+        Retrying,
+    }
+}
+
+/// What a retry needs: a service, the request head, the body slot, who was tried.
+pub(crate) struct Retry<S, B> {
+    pub(crate) service: S,
+    pub(crate) parts: Parts,
+    pub(crate) slot: Arc<Mutex<Option<B>>>,
+    pub(crate) tried: MemberSet,
+    /// Idempotent method, empty body: may be sent again after it reached a member.
+    pub(crate) replay_after_reach: bool,
+    /// The member the request's sticky route names.
+    pub(crate) sticky: Option<usize>,
+    pub(crate) route: Arc<RouteInfo>,
+}
+
+/// A request in flight at a member; counts it out when dropped.
+struct InFlight {
+    pool: Pool,
+    member: usize,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.pool.inner.finish(self.member);
+    }
+}
+
+impl<F, S, B> ResponseFuture<F, S, B> {
+    pub(crate) fn unavailable(pool: Pool) -> Self {
+        pool.inner.count_unavailable();
+        Self {
+            state: State::Unavailable,
+            attempt: None,
+            retry: None,
+        }
+    }
+
+    /// `pool.start(member)` has been counted for `future`.
+    pub(crate) fn called(pool: Pool, member: usize, future: F, retry: Option<Retry<S, B>>) -> Self {
+        Self {
+            state: State::Calling { future },
+            attempt: Some(InFlight { pool, member }),
+            retry,
+        }
+    }
+}
+
+impl<S, B> Retry<S, B> {
+    /// The next member to try, if a retry is allowed after this failure.
+    fn next_member(&mut self, pool: &PoolInner, reached: bool) -> Option<usize> {
+        if reached && !self.replay_after_reach {
+            return None;
+        }
+        if !body::unread(&self.slot) {
+            return None;
+        }
+        let next = pool.select(self.sticky, self.tried)?;
+        self.tried |= bit(next);
+        Some(next)
+    }
+}
+
+impl<F, S, B, ResBody> Future for ResponseFuture<F, S, B>
+where
+    F: Future<Output = Result<Response<ResBody>, ForwardError>>,
+    S: Service<
+            Request<ReplayBody<B>>,
+            Future = F,
+            Response = Response<ResBody>,
+            Error = ForwardError,
+        >,
+    ResBody: From<Bytes>,
+{
+    type Output = Result<Response<ResBody>, ForwardError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Unavailable => {
+                    return Poll::Ready(Ok(status_response(StatusCode::SERVICE_UNAVAILABLE)));
+                }
+                StateProj::Calling { future } => {
+                    let result = ready!(future.poll(cx));
+                    let attempt = this
+                        .attempt
+                        .take()
+                        .expect("an attempt is in flight while calling");
+                    let pool = &attempt.pool.inner;
+                    let member = attempt.member;
+                    let (reached, error) = match result {
+                        Ok(res) => {
+                            let status = res.status();
+                            if !pool.fails_on(status.as_u16()) {
+                                pool.observe_success(member);
+                                return Poll::Ready(Ok(res));
+                            }
+                            pool.mark_error(
+                                member,
+                                format!("answered {status}, a failonstatus status"),
+                            );
+                            if let Some(next) =
+                                this.retry.as_mut().and_then(|r| r.next_member(pool, true))
+                            {
+                                // The member's answer is dropped: the next member answers.
+                                drop(res);
+                                let pool = attempt.pool.clone();
+                                drop(attempt);
+                                start_retry(this.retry, this.attempt, &pool, next);
+                                this.state.set(State::Retrying);
+                                continue;
+                            }
+                            return Poll::Ready(Ok(res));
+                        }
+                        Err(e) => match e.kind() {
+                            ForwardErrorKind::Connect => {
+                                pool.mark_error(member, e.to_string());
+                                (false, e)
+                            }
+                            ForwardErrorKind::Timeout => {
+                                pool.mark_error(member, e.to_string());
+                                (true, e)
+                            }
+                            ForwardErrorKind::Upstream => {
+                                pool.observe_failure(member, e.to_string());
+                                (true, e)
+                            }
+                            // Not the member's doing (the client's body, a missing target).
+                            _ => return Poll::Ready(Err(e)),
+                        },
+                    };
+                    if let Some(next) = this
+                        .retry
+                        .as_mut()
+                        .and_then(|r| r.next_member(pool, reached))
+                    {
+                        let pool = attempt.pool.clone();
+                        drop(attempt);
+                        start_retry(this.retry, this.attempt, &pool, next);
+                        this.state.set(State::Retrying);
+                        continue;
+                    }
+                    if !reached {
+                        // No member could be reached: the pool cannot serve this request.
+                        pool.count_unavailable();
+                        return Poll::Ready(Ok(status_response(StatusCode::SERVICE_UNAVAILABLE)));
+                    }
+                    return Poll::Ready(Err(error));
+                }
+                StateProj::Retrying => {
+                    let retry = this.retry.as_mut().expect("a retry is prepared");
+                    ready!(retry.service.poll_ready(cx))?;
+                    let attempt = this.attempt.as_ref().expect("a retry attempt is counted");
+                    let mut parts = retry.parts.clone();
+                    parts.extensions.insert(Target {
+                        route: retry.route.clone(),
+                        upstream: attempt.pool.inner.member(attempt.member).upstream().clone(),
+                    });
+                    let future = retry
+                        .service
+                        .call(Request::from_parts(parts, ReplayBody::shared(&retry.slot)));
+                    this.state.set(State::Calling { future });
+                }
+            }
+        }
+    }
+}
+
+/// Counts the next attempt at `member`.
+fn start_retry<S, B>(
+    retry: &mut Option<Retry<S, B>>,
+    attempt: &mut Option<InFlight>,
+    pool: &Pool,
+    member: usize,
+) {
+    debug_assert!(retry.is_some());
+    pool.inner.count_failover();
+    pool.inner.start(member);
+    *attempt = Some(InFlight {
+        pool: pool.clone(),
+        member,
+    });
+}
