@@ -124,7 +124,9 @@ async fn check(
             res = &mut send => res,
             _ = &mut conn => send.await,
         };
-        let status = res.map_err(|e| format!("health check failed: {e}"))?.status();
+        let status = res
+            .map_err(|e| format!("health check failed: {e}"))?
+            .status();
         expect(status, settings.expect)
     };
     match tokio::time::timeout(settings.timeout, attempt).await {

@@ -50,7 +50,9 @@ async fn hang_up_url() -> String {
     let url = format!("http://{}", l.local_addr().unwrap());
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = l.accept().await else { return };
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = s.read(&mut buf).await;
@@ -71,7 +73,10 @@ async fn send(
 }
 
 fn get(path: &str) -> Request<Body> {
-    Request::get(path).header("host", "front.test").body(Body::default()).unwrap()
+    Request::get(path)
+        .header("host", "front.test")
+        .body(Body::default())
+        .unwrap()
 }
 
 fn post(path: &str, body: &'static str) -> Request<Body> {
@@ -115,17 +120,26 @@ async fn connect_failure_resends_the_whole_body_elsewhere() {
 async fn reached_member_failure_resends_only_idempotent_empty_requests() {
     let alive = Backend::echo("alive").await.unwrap();
     let hang_up = hang_up_url().await;
-    let p = pool(PoolConfig::new([MemberConfig::new(hang_up.clone()), MemberConfig::new(alive.url())]));
+    let p = pool(PoolConfig::new([
+        MemberConfig::new(hang_up.clone()),
+        MemberConfig::new(alive.url()),
+    ]));
     let svc = balancer(&p, ForwardConfig::default());
     // GET: the member took it and hung up; the next member answers.
     let (status, text) = send(&svc, get("/a")).await.unwrap();
-    assert_eq!((status, echo(&text, "backend")), (StatusCode::OK, "alive".into()));
+    assert_eq!(
+        (status, echo(&text, "backend")),
+        (StatusCode::OK, "alive".into())
+    );
     // A broken connection does not put the member in error: POSTs reach it and fail,
     // and are not resent (the member may have acted on them).
     let mut failed = 0;
     for _ in 0..4 {
         match send(&svc, post("/b", "x")).await {
-            Ok((status, text)) => assert_eq!((status, echo(&text, "backend")), (StatusCode::OK, "alive".into())),
+            Ok((status, text)) => assert_eq!(
+                (status, echo(&text, "backend")),
+                (StatusCode::OK, "alive".into())
+            ),
             Err(e) => {
                 assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
                 failed += 1;
@@ -152,17 +166,29 @@ async fn timeout_puts_the_member_in_error_and_get_goes_elsewhere() {
     .await
     .unwrap();
     let alive = Backend::echo("alive").await.unwrap();
-    let p = pool(PoolConfig::new([MemberConfig::new(slow.url()), MemberConfig::new(alive.url())]));
+    let p = pool(PoolConfig::new([
+        MemberConfig::new(slow.url()),
+        MemberConfig::new(alive.url()),
+    ]));
     let config = ForwardConfig {
         response_timeout: Duration::from_millis(300),
         ..ForwardConfig::default()
     };
     let svc = balancer(&p, config);
     let (status, text) = send(&svc, get("/")).await.unwrap();
-    assert_eq!((status, echo(&text, "backend")), (StatusCode::OK, "alive".into()));
+    assert_eq!(
+        (status, echo(&text, "backend")),
+        (StatusCode::OK, "alive".into())
+    );
     let s = p.snapshot();
     assert!(matches!(s.members[0].health, MemberHealth::Error { .. }));
-    assert!(s.members[0].last_error.as_deref().unwrap().contains("in time"));
+    assert!(
+        s.members[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("in time")
+    );
     // In error: the next requests do not wait for it.
     for _ in 0..3 {
         let (_, text) = send(&svc, get("/")).await.unwrap();
@@ -180,23 +206,40 @@ async fn failonstatus_answer_is_replaced_or_passed_on() {
     .await
     .unwrap();
     let alive = Backend::echo("alive").await.unwrap();
-    let members = || [MemberConfig::new(sick.url()), MemberConfig::new(alive.url())];
+    let members = || {
+        [
+            MemberConfig::new(sick.url()),
+            MemberConfig::new(alive.url()),
+        ]
+    };
     let p = pool(PoolConfig::new(members()).failonstatus([503]));
     let svc = balancer(&p, ForwardConfig::default());
     let (status, text) = send(&svc, get("/")).await.unwrap();
-    assert_eq!((status, echo(&text, "backend")), (StatusCode::OK, "alive".into()));
-    assert!(matches!(p.snapshot().members[0].health, MemberHealth::Error { .. }));
+    assert_eq!(
+        (status, echo(&text, "backend")),
+        (StatusCode::OK, "alive".into())
+    );
+    assert!(matches!(
+        p.snapshot().members[0].health,
+        MemberHealth::Error { .. }
+    ));
 
     // A POST is not resent: the member's own answer goes to the client.
     let p = pool(PoolConfig::new(members()).failonstatus([503]));
     let svc = balancer(&p, ForwardConfig::default());
     let (status, text) = send(&svc, post("/", "x")).await.unwrap();
-    assert_eq!((status, text.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "sick\n"));
+    assert_eq!(
+        (status, text.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "sick\n")
+    );
 
     // Without failonstatus a 503 is an ordinary answer.
     let p = pool(PoolConfig::new(members()));
     let svc = balancer(&p, ForwardConfig::default());
-    assert_eq!(send(&svc, get("/")).await.unwrap().0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        send(&svc, get("/")).await.unwrap().0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     assert_eq!(p.snapshot().members[0].health, MemberHealth::Ok);
 }
 
@@ -209,11 +252,18 @@ async fn nothing_reachable_is_503_and_counted() {
     let svc = balancer(&p, ForwardConfig::default());
     for _ in 0..3 {
         let (status, text) = send(&svc, get("/")).await.unwrap();
-        assert_eq!((status, text.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "503 Service Unavailable\n"));
+        assert_eq!(
+            (status, text.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "503 Service Unavailable\n")
+        );
     }
     let s = p.snapshot();
     assert_eq!(s.unavailable, 3);
-    assert_eq!(s.members[0].requests + s.members[1].requests, 2, "each member tried once, then left alone");
+    assert_eq!(
+        s.members[0].requests + s.members[1].requests,
+        2,
+        "each member tried once, then left alone"
+    );
 }
 
 #[tokio::test]
@@ -235,8 +285,15 @@ async fn health_checks_take_members_out_and_bring_them_back() {
     .unwrap();
     let b = Backend::echo("b").await.unwrap();
     let p = pool(
-        PoolConfig::new([MemberConfig::new(format!("{}/base", a.url())), MemberConfig::new(b.url())])
-            .health_check(HealthCheckConfig::every(Duration::from_millis(100)).path("/health").rise_fall(2, 2)),
+        PoolConfig::new([
+            MemberConfig::new(format!("{}/base", a.url())),
+            MemberConfig::new(b.url()),
+        ])
+        .health_check(
+            HealthCheckConfig::every(Duration::from_millis(100))
+                .path("/health")
+                .rise_fall(2, 2),
+        ),
     );
     let checks = tokio::spawn(p.health_checks().unwrap());
     let svc = balancer(&p, ForwardConfig::default());
@@ -256,13 +313,23 @@ async fn health_checks_take_members_out_and_bring_them_back() {
     healthy.store(false, Ordering::Relaxed);
     wait_for(|| p.snapshot().members[0].health == MemberHealth::CheckFailed).await;
     assert!(backends(4).await.iter().all(|b| b == "b"));
-    assert!(p.snapshot().members[0].last_error.as_deref().unwrap().contains("500"));
+    assert!(
+        p.snapshot().members[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("500")
+    );
 
     healthy.store(true, Ordering::Relaxed);
     wait_for(|| p.snapshot().members[0].health == MemberHealth::Ok).await;
     assert_eq!(backends(4).await.iter().filter(|b| *b == "a").count(), 2);
     // Four proxied requests; the rest are checks.
-    assert!(a.requests() >= 4 + 4, "the checks reached the member: {}", a.requests());
+    assert!(
+        a.requests() >= 4 + 4,
+        "the checks reached the member: {}",
+        a.requests()
+    );
 
     // The check task ends once the pool and every service holding it are gone.
     drop(svc);
@@ -278,9 +345,12 @@ async fn health_checks_end_a_passive_error_before_the_retry_time() {
     let mut a = Backend::echo("a").await.unwrap();
     let b = Backend::echo("b").await.unwrap();
     let p = pool(
-        PoolConfig::new([MemberConfig::new(a.url()), MemberConfig::new(b.url()).standby()])
-            .retry(Duration::from_secs(600))
-            .health_check(HealthCheckConfig::every(Duration::from_millis(100))),
+        PoolConfig::new([
+            MemberConfig::new(a.url()),
+            MemberConfig::new(b.url()).standby(),
+        ])
+        .retry(Duration::from_secs(600))
+        .health_check(HealthCheckConfig::every(Duration::from_millis(100))),
     );
     let _checks = tokio::spawn(p.health_checks().unwrap());
     let svc = balancer(&p, ForwardConfig::default());
