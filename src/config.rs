@@ -11,9 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderValue;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 use towergate_proxy::Upstream;
+use towergate_request_limits::RequestLimitsConfig;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -27,6 +29,9 @@ pub struct Config {
     /// The admin listener: status page, JSON, metrics (off when absent).
     #[serde(default)]
     pub admin: Option<crate::admin::AdminConfig>,
+    /// `[limits]`: request line, header field and body limits (`LimitRequest*`).
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 /// `[server]`: how the gateway listens and forwards.
@@ -60,6 +65,41 @@ pub struct ServerConfig {
     /// Where `towergate run` writes its process id, for `towergate reload` (Apache `PidFile`).
     #[serde(default)]
     pub pid_file: Option<PathBuf>,
+    /// The `Server` header of every answer (ModSecurity's `SecServerSignature`); without it
+    /// answers carry no `Server` header at all, the backends' included.
+    #[serde(default)]
+    pub signature: Signature,
+}
+
+/// `server.signature`, checked where it is written: a header value, or none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Signature(pub Option<HeaderValue>);
+
+impl<'de> Deserialize<'de> for Signature {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() {
+            return Ok(Self(None));
+        }
+        HeaderValue::from_str(&s).map(|v| Self(Some(v))).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "server.signature {s:?} cannot be sent as a header: use visible ASCII characters and spaces, \
+                 e.g. \"your_hostname.com\" (or \"\" for no Server header)"
+            ))
+        })
+    }
+}
+
+/// `[limits]`, checked where it is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits(pub RequestLimitsConfig);
+
+impl<'de> Deserialize<'de> for Limits {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let limits = RequestLimitsConfig::deserialize(d)?;
+        limits.validate().map_err(serde::de::Error::custom)?;
+        Ok(Self(limits))
+    }
 }
 
 /// `[[route]]`: a front prefix and where it leads (`ProxyPass`/`ProxyPassReverse`).

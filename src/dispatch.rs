@@ -10,15 +10,29 @@ use std::time::Instant;
 
 use crate::metrics::RouteMetrics;
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tower::Service;
 use towergate_proxy::{
     Forward, ForwardError, ProxyBody, RouteTable, Target, Upstream, status_response,
 };
+use towergate_request_limits::BodyTooLarge;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The answer for a forwarding failure. A request body cut off by `[limits]` while it
+/// streamed is the client's request being too large: 413, and the connection closed since
+/// the rest of the body is still on it.
+fn failure_response(e: &ForwardError) -> Response<ProxyBody> {
+    if e.find_source::<BodyTooLarge>().is_none() {
+        return e.to_response();
+    }
+    let mut res = status_response(StatusCode::PAYLOAD_TOO_LARGE);
+    res.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    res
+}
 
 /// What a route leads to.
 #[derive(Debug)]
@@ -147,7 +161,7 @@ where
                     Ok(res) => res.map(ProxyBody::upstream),
                     Err(e) => {
                         metrics.upstream_error(e.kind());
-                        e.to_response()
+                        failure_response(&e)
                     }
                 };
                 metrics.record(res.status().as_u16(), started.elapsed());

@@ -83,15 +83,18 @@ impl RunningGateway {
         let mut first_status = built.status;
         first_status.generation = 1;
         let status = Arc::new(ArcSwap::from_pointee(first_status));
+        let server_limits = Arc::new(ArcSwap::from_pointee(config.limits.0.server_limits()));
         let reloader: Reloader = {
             let current = current.service.clone();
             let carry = carry.clone();
             let generation = generation.clone();
             let status = status.clone();
+            let server_limits = server_limits.clone();
             Box::new(move |config: &Config| {
                 carry.begin();
                 match stack::build(config, &carry) {
                     Ok(built) => {
+                        server_limits.store(Arc::new(config.limits.0.server_limits()));
                         current.store(Arc::new(built.service));
                         carry.commit();
                         spawn_all(built.background);
@@ -112,6 +115,7 @@ impl RunningGateway {
         let opts = ServerOptions {
             header_read_timeout: config.server.header_read_timeout,
             grace_period: config.server.grace_period,
+            limits: server_limits,
         };
         let mut servers = JoinSet::new();
         for listener in listeners {

@@ -1,9 +1,12 @@
 //! The accept loop: HTTP/1.1 keep-alive (and HTTP/2) connections served by hyper-util,
-//! with a header-read timeout and graceful shutdown.
+//! with a header-read timeout, parser ceilings from `[limits]`, and graceful shutdown.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -15,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::{Service, ServiceExt};
 use towergate_client_addr::PeerAddr;
+use towergate_request_limits::ServerLimits;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -25,17 +29,29 @@ pub struct ServerOptions {
     pub header_read_timeout: Duration,
     /// Time requests in flight get to finish once shutdown begins.
     pub grace_period: Duration,
+    /// The parser's ceilings for `[limits]`: a request head far over the limits is refused
+    /// while it is read (431, or 414 for a giant target) instead of being buffered. A reload
+    /// stores new ones; connections accepted from then on use them.
+    pub limits: Arc<ArcSwap<ServerLimits>>,
 }
 
-/// The hyper-util connection builder for these options.
-pub fn connection_builder(opts: &ServerOptions) -> auto::Builder<TokioExecutor> {
+/// The hyper-util connection builder for these options and parser ceilings.
+pub fn connection_builder(
+    opts: &ServerOptions,
+    limits: &ServerLimits,
+) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(opts.header_read_timeout)
-        .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+        .keep_alive(true)
+        .max_headers(limits.h1_max_headers)
+        .max_buf_size(limits.h1_max_buf_size);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.h2_max_header_list_size);
     builder
 }
 
@@ -56,7 +72,8 @@ pub async fn serve<S, B>(
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let builder = connection_builder(&opts);
+    let mut limits = **opts.limits.load();
+    let mut builder = connection_builder(&opts, &limits);
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -72,6 +89,11 @@ pub async fn serve<S, B>(
             _ = stopped(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
+        let current = **opts.limits.load();
+        if current != limits {
+            limits = current;
+            builder = connection_builder(&opts, &limits);
+        }
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), per_peer(service.clone(), peer))
             .into_owned();

@@ -7,12 +7,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use http::{Request, Response};
+use http::{Request, Response, header};
 use hyper::body::Incoming;
+use tower::util::MapResponseLayer;
 use tower::{Service, ServiceBuilder};
+use tower_http::set_header::SetResponseHeaderLayer;
 use towergate_proxy::{
     CanonicalRequestLayer, Forward, ForwardConfig, ProxyBody, RouteInfo, RouteTable,
 };
+use towergate_request_limits::RequestLimitsLayer;
 
 use crate::carry::Carryover;
 use crate::config::Config;
@@ -87,12 +90,17 @@ pub fn build(
             .with_context(|| format!("route `{prefix}` is defined twice"))?;
     }
     let dispatch = Dispatch::new(routes, forward);
+    let signature = server.signature.0.clone();
+    let no_signature = signature.is_none();
 
     let service = ServiceBuilder::new()
         // [layer: access-log]
         // [layer: error-pages]
         // [layer: signature]
+        .option_layer(signature.map(|v| SetResponseHeaderLayer::overriding(header::SERVER, v)))
+        .option_layer(no_signature.then(|| MapResponseLayer::new(strip_server as fn(_) -> _)))
         // [layer: request-limits]
+        .layer(RequestLimitsLayer::from_config(config.limits.0))
         .layer(CanonicalRequestLayer::new(server.names.iter().cloned()))
         // [layer: client-addr]
         // [layer: acl]
@@ -105,4 +113,11 @@ pub fn build(
         background,
         status,
     })
+}
+
+/// Without a configured signature no answer names a server: the backends' `Server` headers
+/// (product and version) are removed too.
+fn strip_server(mut res: Response<ProxyBody>) -> Response<ProxyBody> {
+    res.headers_mut().remove(header::SERVER);
+    res
 }

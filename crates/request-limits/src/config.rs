@@ -108,11 +108,13 @@ pub enum LimitsConfigError {
 /// The server's own parser ceilings that go with a [`RequestLimitsConfig`].
 ///
 /// The layer decides at the configured limits and answers with its own statuses; the
-/// server's parser is the backstop that keeps an oversize head from being buffered at all.
-/// The ceilings sit a little above the limits, so a head just over a limit still reaches the
+/// server's parser is the backstop that keeps an oversize head from being buffered. The
+/// ceilings sit a little above the limits, so a head just over a limit still reaches the
 /// layer (and is counted, logged and answered like any other refusal), while a head far over
-/// it is refused by the parser itself: with 431 for a head larger than the buffer or with more
-/// fields than the parser takes (HTTP/1 and HTTP/2 alike), and with 414 for a request target of
+/// it is refused by the parser itself: with 431 for more fields than the parser takes, for a
+/// head still unfinished when the buffer reaches its ceiling (HTTP/1; hyper checks between
+/// reads, so a head that arrives whole in one read may reach the layer, which refuses it with
+/// the same 431) and for an HTTP/2 header list over its size; with 414 for a request target of
 /// 65534 bytes or more. Those parser answers are hyper's, made before any layer runs: they
 /// carry no `Server` header and no body.
 ///

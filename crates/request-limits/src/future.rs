@@ -68,7 +68,11 @@ where
                         inner = ?result.as_ref().map(|r| r.status()).ok(),
                         "request refused: body passed the limit while streaming (413)"
                     );
-                    return Poll::Ready(Ok(refusal(StatusCode::PAYLOAD_TOO_LARGE)));
+                    // The rest of the body is still on the connection, unread: close it.
+                    let mut res = refusal(StatusCode::PAYLOAD_TOO_LARGE);
+                    res.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    return Poll::Ready(Ok(res));
                 }
                 Poll::Ready(result)
             }

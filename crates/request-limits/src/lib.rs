@@ -27,7 +27,8 @@
 //!   nothing beyond the limit is handed on. A proxy reading it (hyper's client) aborts the
 //!   upstream request, and the upstream never sees a complete request. Whatever the inner
 //!   service then answers (a 502 from a proxy, a 400 from an extractor) or fails with, the
-//!   layer answers 413. Error mappings can recognise the cut-off too, with
+//!   layer answers 413, with `Connection: close` since the rest of the body is still unread
+//!   on the connection. Error mappings can recognise the cut-off too, with
 //!   [`BodyTooLarge::find_in`].
 //! - An inner service that answers before the body passes the limit keeps its answer; the
 //!   rest of the body is still never handed on.
@@ -36,9 +37,10 @@
 //!
 //! A layer only sees a request once its head has been read. [`ServerLimits`]
 //! ([`RequestLimitsConfig::server_limits`]) gives hyper's HTTP/1 and HTTP/2 parser ceilings
-//! just above the limits, so a head far over them is refused while it is read, without being
-//! buffered. hyper answers those with the same statuses where it can: 431 for a head larger
-//! than its buffer or with more fields than its table, 414 for a target of 65534 bytes or more.
+//! just above the limits, so a head far over them is refused while it is read instead of
+//! being buffered whole. hyper answers those with the same statuses: 431 for a head that
+//! outgrows its buffer or has more fields than its table, 414 for a target of 65534 bytes or
+//! more.
 //!
 //! # Differences from Apache
 //!
