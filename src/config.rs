@@ -32,6 +32,15 @@ pub struct Config {
     /// `[limits]`: request line, header field and body limits (`LimitRequest*`).
     #[serde(default)]
     pub limits: Limits,
+    /// `[client_addr]`: proxies trusted to report the client (`mod_remoteip`).
+    #[serde(default)]
+    pub client_addr: towergate_client_addr::ClientAddrConfig,
+    /// `[acl]`: allow/deny by client address (`Order`, `Allow from`, `Deny from`).
+    #[serde(default)]
+    pub acl: towergate_acl::AclConfig,
+    /// `[charfilter]`: path character rules (the article's `RewriteRule ... [F]`).
+    #[serde(default)]
+    pub charfilter: towergate_charfilter::CharFilterConfig,
 }
 
 /// `[server]`: how the gateway listens and forwards.

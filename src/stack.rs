@@ -92,6 +92,12 @@ pub fn build(
     let dispatch = Dispatch::new(routes, forward);
     let signature = server.signature.0.clone();
     let no_signature = signature.is_none();
+    // Each guard is left out when its section asks nothing of it. Without trusted proxies
+    // the socket peer is the client, which `client_ip` reads without the layer.
+    let client_addr =
+        (!config.client_addr.trusted_proxies.is_empty()).then(|| config.client_addr.build());
+    let acl = (config.acl != towergate_acl::AclConfig::default()).then(|| config.acl.build());
+    let charfilter = (!config.charfilter.rules.is_empty()).then(|| config.charfilter.build());
 
     let service = ServiceBuilder::new()
         // [layer: access-log]
@@ -103,9 +109,12 @@ pub fn build(
         .layer(RequestLimitsLayer::from_config(config.limits.0))
         .layer(CanonicalRequestLayer::new(server.names.iter().cloned()))
         // [layer: client-addr]
+        .option_layer(client_addr)
         // [layer: acl]
+        .option_layer(acl)
         // [layer: evasive]
         // [layer: charfilter]
+        .option_layer(charfilter)
         // [layer: expires]
         .service(dispatch);
     Ok(Stack {
