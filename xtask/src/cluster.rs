@@ -1,0 +1,231 @@
+//! Starting the pieces of a run: the towergate release build, loopback backends, and each
+//! front end with its generated config, every one under a [`Proc`] guard.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+use crate::backend::Mode;
+use crate::guard::Proc;
+use crate::peers::{self, Topology, Tuning};
+use crate::tools;
+
+/// Which program a front end is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// towergate.
+    Towergate,
+    /// nginx.
+    Nginx,
+    /// HAProxy.
+    Haproxy,
+    /// Apache httpd.
+    Apache,
+    /// No front end: the load goes straight to one backend.
+    Direct,
+}
+
+/// A running front end.
+pub struct Front {
+    /// Label in tables.
+    pub label: String,
+    /// Which program.
+    pub kind: Kind,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its process group (for Direct: the backends').
+    pub pgid: u32,
+    /// The process; `None` for Direct.
+    pub proc: Option<Proc>,
+}
+
+impl Front {
+    /// `http://ADDR/path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+/// The cargo target directory (honours `CARGO_TARGET_DIR`).
+pub fn target_dir() -> anyhow::Result<PathBuf> {
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .context("cannot run cargo metadata")?;
+    if !out.status.success() {
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    meta["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .context("cargo metadata has no target_directory")
+}
+
+/// The release binaries a run needs.
+pub struct Binaries {
+    /// The gateway.
+    pub towergate: PathBuf,
+    /// This xtask, optimised, for the backends (`cargo xtask` itself runs a debug build).
+    pub xtask: PathBuf,
+}
+
+/// Builds towergate and the xtask in release and returns the binaries' paths.
+pub fn build() -> anyhow::Result<Binaries> {
+    eprintln!("building (cargo build --release -p towergate -p xtask) ...");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "towergate",
+            "-p",
+            "xtask",
+        ])
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("cargo build --release -p towergate -p xtask failed");
+    }
+    let release = target_dir()?.join("release");
+    let bins = Binaries {
+        towergate: release.join("towergate"),
+        xtask: release.join("xtask"),
+    };
+    for b in [&bins.towergate, &bins.xtask] {
+        if !b.exists() {
+            bail!("{} is missing after the build", b.display());
+        }
+    }
+    Ok(bins)
+}
+
+/// `count` free loopback ports.
+pub fn ports(count: usize) -> anyhow::Result<Vec<u16>> {
+    // Hold them all while choosing so none is chosen twice.
+    let held: Vec<std::net::TcpListener> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
+}
+
+/// Starts one backend process serving every `(name, port)` in `mode`.
+pub fn start_backends(
+    exe: &Path,
+    dir: &Path,
+    label: &str,
+    mode: Mode,
+    threads: usize,
+    listen: &[(String, u16)],
+) -> anyhow::Result<(Proc, Vec<(String, SocketAddr)>)> {
+    let mut cmd = Command::new(exe);
+    let mode_arg = match mode {
+        Mode::Ok => "ok",
+        Mode::Hang => "hang",
+        Mode::Reset => "reset",
+    };
+    cmd.args([
+        "backend",
+        "--mode",
+        mode_arg,
+        "--threads",
+        &threads.to_string(),
+    ]);
+    let mut addrs = Vec::new();
+    for (name, port) in listen {
+        let addr: SocketAddr = ([127, 0, 0, 1], *port).into();
+        cmd.arg("--listen").arg(format!("{name}={addr}"));
+        addrs.push((name.clone(), addr));
+    }
+    let mut proc = Proc::spawn(label, &mut cmd, &dir.join(format!("{label}.log")))?;
+    for (_, addr) in &addrs {
+        proc.wait_listening(*addr, Duration::from_secs(10))?;
+    }
+    Ok((proc, addrs))
+}
+
+/// Starts a front end of `kind` with `conf_text` (towergate) or a generated config (peers).
+pub fn start_front(
+    kind: Kind,
+    label: &str,
+    dir: &Path,
+    port: u16,
+    topo: &Topology,
+    tuning: &Tuning,
+    towergate: Option<(&Path, &str)>,
+) -> anyhow::Result<Front> {
+    let as_root = tools::is_root();
+    let slug: String = label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let log = dir.join(format!("{slug}.log"));
+    let (mut cmd, _conf) = match kind {
+        Kind::Towergate => {
+            let (bin, text) = towergate.context("towergate needs its binary and config")?;
+            let conf = dir.join(format!("{slug}.toml"));
+            std::fs::write(&conf, text)?;
+            (peers::towergate::command(bin, &conf), conf)
+        }
+        Kind::Nginx => {
+            let conf = dir.join(format!("{slug}.conf"));
+            std::fs::write(
+                &conf,
+                peers::nginx::config(dir, port, topo, tuning, as_root),
+            )?;
+            (
+                peers::nginx::command(&tools::path(tools::NGINX)?, dir, &conf)?,
+                conf,
+            )
+        }
+        Kind::Haproxy => {
+            let conf = dir.join(format!("{slug}.cfg"));
+            std::fs::write(&conf, peers::haproxy::config(port, topo, tuning))?;
+            (
+                peers::haproxy::command(&tools::path(tools::HAPROXY)?, &conf),
+                conf,
+            )
+        }
+        Kind::Apache => {
+            let conf = dir.join(format!("{slug}.conf"));
+            std::fs::write(
+                &conf,
+                peers::apache::config(dir, port, topo, tuning, as_root),
+            )?;
+            (
+                peers::apache::command(&tools::path(tools::APACHE)?, &conf),
+                conf,
+            )
+        }
+        Kind::Direct => bail!("a direct front has no process"),
+    };
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut proc = Proc::spawn(label, &mut cmd, &log)?;
+    proc.wait_listening(addr, Duration::from_secs(15))?;
+    Ok(Front {
+        label: label.to_owned(),
+        kind,
+        addr,
+        pgid: proc.pid(),
+        proc: Some(proc),
+    })
+}
+
+/// A scratch directory for configs and logs, readable by the unprivileged workers of
+/// nginx and Apache.
+pub fn scratch_dir(prefix: &str) -> anyhow::Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    Ok(dir)
+}
