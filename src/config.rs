@@ -41,6 +41,12 @@ pub struct Config {
     /// `[charfilter]`: path character rules (the article's `RewriteRule ... [F]`).
     #[serde(default)]
     pub charfilter: towergate_charfilter::CharFilterConfig,
+    /// `[expires]`: `Expires` and `Cache-Control: max-age` (`ExpiresDefault`, `ExpiresByType`).
+    #[serde(default)]
+    pub expires: Option<towergate_expires::ExpiresConfig>,
+    /// `[error_pages]`: custom error answers (`ErrorDocument`, `ProxyErrorOverride`).
+    #[serde(default)]
+    pub error_pages: Option<towergate_error_pages::ErrorPagesConfig>,
 }
 
 /// `[server]`: how the gateway listens and forwards.
@@ -122,6 +128,10 @@ pub struct RouteConfig {
     pub name: Option<String>,
     /// A single origin, e.g. `http://news_server.domain.lan/news_rss/`.
     pub upstream: UpstreamUrl,
+    /// Replace this route's backend error answers with `[error_pages]` documents too
+    /// (Apache `ProxyErrorOverride On` in its `<Location>`).
+    #[serde(default)]
+    pub override_errors: bool,
 }
 
 /// A route prefix: starts with `/`.

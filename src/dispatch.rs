@@ -14,6 +14,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tower::Service;
+use towergate_error_pages::{OverrideErrors, UpstreamResponse};
 use towergate_proxy::{
     Forward, ForwardError, ProxyBody, RouteTable, Target, Upstream, status_response,
 };
@@ -48,6 +49,8 @@ pub struct Routed {
     pub action: RouteAction,
     /// Its metrics.
     pub metrics: Arc<RouteMetrics>,
+    /// Backend error answers get `[error_pages]` documents too (`ProxyErrorOverride`).
+    pub override_errors: bool,
 }
 
 /// Routes requests and forwards them.
@@ -99,7 +102,11 @@ where
                     route: route.info().clone(),
                     upstream: upstream.clone(),
                 });
-                DispatchFuture::forward(self.forward.call(req), routed.metrics.clone())
+                DispatchFuture::forward(
+                    self.forward.call(req),
+                    routed.metrics.clone(),
+                    routed.override_errors,
+                )
             }
         }
     }
@@ -117,7 +124,7 @@ pin_project! {
     #[project = KindProj]
     enum Kind<F> {
         Ready { response: Option<Response<ProxyBody>> },
-        Forward { #[pin] future: F, metrics: Arc<RouteMetrics>, started: Instant },
+        Forward { #[pin] future: F, metrics: Arc<RouteMetrics>, started: Instant, override_errors: bool },
     }
 }
 
@@ -130,12 +137,13 @@ impl<F> DispatchFuture<F> {
         }
     }
 
-    fn forward(future: F, metrics: Arc<RouteMetrics>) -> Self {
+    fn forward(future: F, metrics: Arc<RouteMetrics>, override_errors: bool) -> Self {
         Self {
             kind: Kind::Forward {
                 future,
                 metrics,
                 started: Instant::now(),
+                override_errors,
             },
         }
     }
@@ -156,9 +164,19 @@ where
                 future,
                 metrics,
                 started,
+                override_errors,
             } => future.poll(cx).map(|result| {
                 let res = match result {
-                    Ok(res) => res.map(ProxyBody::upstream),
+                    Ok(res) => {
+                        // The one place backend answers come in: marked so that
+                        // error-pages tells them from the gateway's own answers.
+                        let mut res = res.map(ProxyBody::upstream);
+                        res.extensions_mut().insert(UpstreamResponse);
+                        if *override_errors {
+                            res.extensions_mut().insert(OverrideErrors);
+                        }
+                        res
+                    }
                     Err(e) => {
                         metrics.upstream_error(e.kind());
                         failure_response(&e)

@@ -12,6 +12,8 @@ use hyper::body::Incoming;
 use tower::util::MapResponseLayer;
 use tower::{Service, ServiceBuilder};
 use tower_http::set_header::SetResponseHeaderLayer;
+use towergate_error_pages::ErrorPagesLayer;
+use towergate_expires::ExpiresLayer;
 use towergate_proxy::{
     CanonicalRequestLayer, Forward, ForwardConfig, ProxyBody, RouteInfo, RouteTable,
 };
@@ -83,6 +85,7 @@ pub fn build(
         let action = Routed {
             action,
             metrics: metrics.route(&name),
+            override_errors: route.override_errors,
         };
         routes
             .insert(RouteInfo::new(name, prefix), action)
@@ -99,9 +102,17 @@ pub fn build(
     let acl = (config.acl != towergate_acl::AclConfig::default()).then(|| config.acl.build());
     let charfilter = (!config.charfilter.rules.is_empty()).then(|| config.charfilter.build());
 
+    // Always present, empty when unconfigured: it sets the request body type inside.
+    let error_pages = match &config.error_pages {
+        Some(pages) => ErrorPagesLayer::from_config(pages).context("error_pages")?,
+        None => ErrorPagesLayer::disabled(),
+    };
+    let expires = config.expires.as_ref().map(ExpiresLayer::from_config);
+
     let service = ServiceBuilder::new()
         // [layer: access-log]
         // [layer: error-pages]
+        .layer(error_pages)
         // [layer: signature]
         .option_layer(signature.map(|v| SetResponseHeaderLayer::overriding(header::SERVER, v)))
         .option_layer(no_signature.then(|| MapResponseLayer::new(strip_server as fn(_) -> _)))
@@ -116,6 +127,7 @@ pub fn build(
         // [layer: charfilter]
         .option_layer(charfilter)
         // [layer: expires]
+        .option_layer(expires)
         .service(dispatch);
     Ok(Stack {
         service,
