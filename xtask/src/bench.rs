@@ -20,10 +20,10 @@ pub struct Args {
     /// A one-minute smoke run: 2 rounds of 1 s per run.
     #[arg(long)]
     pub quick: bool,
-    /// Rounds (each runs every front end once per scenario); at least 2.
+    /// Rounds (each runs every front end once per scenario); at least 2 [default: 3].
     #[arg(long)]
     pub rounds: Option<u32>,
-    /// Seconds per wrk run.
+    /// Seconds per wrk run [default: 5].
     #[arg(long)]
     pub duration: Option<u64>,
     /// Where to write the JSON results (default: TARGET/bench/bench.json).
@@ -75,8 +75,7 @@ const DIRECT: &str = "one backend direct (ceiling)";
 
 /// Runs the bench.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let rounds = args.rounds.unwrap_or(2).max(2);
+    let rounds = args.rounds.unwrap_or(if args.quick { 2 } else { 3 }).max(2);
     let duration = args
         .duration
         .unwrap_or(if args.quick { 1 } else { 8 })
@@ -96,6 +95,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     ])?;
     let bins = cluster::build()?;
     let bin = bins.towergate.clone();
+    let started = Instant::now();
     let machine = tools::machine();
     let versions = vec![
         ("towergate".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
@@ -330,7 +330,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         notes.push(
             "Errors: wrk socket errors plus answers outside 2xx/3xx. CPU: utime+stime of the front end's \
              processes (its process group) from /proc; for the ceiling row, the backends'. \
-             ± is the spread of req/s between rounds."
+             Figures are medians over the rounds; ± is the spread of req/s between rounds."
                 .to_owned(),
         );
         drop(fronts);

@@ -41,19 +41,19 @@ pub struct Row {
     pub scenario: String,
     /// Front end label.
     pub front: String,
-    /// Mean requests per second.
+    /// Median requests per second over the rounds.
     pub rps: f64,
-    /// (max - min) / mean over the rounds, percent.
+    /// (max - min) / median over the rounds, percent.
     pub rps_spread_pct: f64,
-    /// Mean over rounds of req/s divided by nginx's in the same round.
+    /// Median over rounds of req/s divided by nginx's in the same round.
     pub ratio_to_nginx: Option<f64>,
-    /// Mean median latency, ms.
+    /// Median over rounds of the median latency, ms.
     pub p50_ms: f64,
-    /// Mean 99th percentile latency, ms.
+    /// Median over rounds of the 99th percentile latency, ms.
     pub p99_ms: f64,
     /// Errors summed over the rounds.
     pub errors: u64,
-    /// Mean front CPU seconds per 10k requests.
+    /// Median over rounds of front CPU seconds per 10k requests.
     pub cpu_s_per_10k: f64,
     /// Peak RSS of the front end (VmHWM summed over its processes) at the end, MiB.
     pub peak_rss_mib: f64,
@@ -118,12 +118,19 @@ pub struct Report {
     pub load_average_end: String,
 }
 
-fn mean(xs: impl Iterator<Item = f64>) -> f64 {
-    let v: Vec<f64> = xs.collect();
+/// The median (the mean of the middle two for an even count): one disturbed round moves
+/// it less than the mean.
+fn median(xs: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = xs.collect();
     if v.is_empty() {
-        0.0
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 0 {
+        (v[mid - 1] + v[mid]) / 2.0
     } else {
-        v.iter().sum::<f64>() / v.len() as f64
+        v[mid]
     }
 }
 
@@ -149,7 +156,7 @@ pub fn summarise(runs: &[Run], nginx: &str, peak_rss_mib: &dyn Fn(&str) -> f64) 
             if mine.is_empty() {
                 continue;
             }
-            let rps = mean(mine.iter().map(|r| r.wrk.rps));
+            let rps = median(mine.iter().map(|r| r.wrk.rps));
             let (lo, hi) = mine.iter().fold((f64::MAX, 0.0f64), |(lo, hi), r| {
                 (lo.min(r.wrk.rps), hi.max(r.wrk.rps))
             });
@@ -171,11 +178,11 @@ pub fn summarise(runs: &[Run], nginx: &str, peak_rss_mib: &dyn Fn(&str) -> f64) 
                 } else {
                     0.0
                 },
-                ratio_to_nginx: (!ratios.is_empty()).then(|| mean(ratios.into_iter())),
-                p50_ms: mean(mine.iter().map(|r| r.wrk.p50_ms)),
-                p99_ms: mean(mine.iter().map(|r| r.wrk.p99_ms)),
+                ratio_to_nginx: (!ratios.is_empty()).then(|| median(ratios.into_iter())),
+                p50_ms: median(mine.iter().map(|r| r.wrk.p50_ms)),
+                p99_ms: median(mine.iter().map(|r| r.wrk.p99_ms)),
                 errors: mine.iter().map(|r| r.wrk.errors()).sum(),
-                cpu_s_per_10k: mean(mine.iter().map(|r| r.cpu_per_10k())),
+                cpu_s_per_10k: median(mine.iter().map(|r| r.cpu_per_10k())),
                 peak_rss_mib: peak_rss_mib(f),
             });
         }
@@ -189,7 +196,7 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(
         m,
         "Machine: {} CPUs ({}), {} MiB, Linux {}; load average {} at the start, {} at the end. \
-         Command: `{}` ({} rounds of {} s per run, interleaved; {:.0} s in all).\n",
+         Command: `{}` ({} rounds of {} s per run, interleaved; {:.0} s after the build).\n",
         r.machine.nproc,
         r.machine.cpu_model,
         r.machine.mem_mib,
@@ -317,6 +324,13 @@ mod tests {
             front_cpu_s: rps * 10.0 / 10_000.0 * 0.5,
             backend_cpu_s: 0.0,
         }
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), 2.0);
+        assert_eq!(median([4.0, 1.0, 2.0, 100.0].into_iter()), 3.0);
+        assert_eq!(median(std::iter::empty()), 0.0);
     }
 
     #[test]
