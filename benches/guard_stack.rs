@@ -200,6 +200,9 @@ fn guards(c: &mut Criterion) {
     c.bench_function("article pattern on a 40-byte path", |b| {
         b.iter(|| pattern.is_match_decoded(black_box(b"/news_rss/2024/06/front-page_story.html")))
     });
+    c.bench_function("article pattern on a 40-byte path with escapes", |b| {
+        b.iter(|| pattern.is_match_decoded(black_box(b"/news_rss/2024/06/front-p%61ge_story.html")))
+    });
 }
 
 criterion_group!(benches, guards);
