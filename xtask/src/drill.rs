@@ -630,6 +630,13 @@ fn reload(ctx: &Ctx) -> anyhow::Result<Table> {
         let samples = ctx.rt.block_on(handle)?;
         let all = client::count(&samples, 0.0, f64::MAX);
         if let Some(proc) = front.proc.as_mut() {
+            if kind == Kind::Towergate {
+                let log = std::fs::read_to_string(proc.log()).unwrap_or_default();
+                let confirmed = log.matches("configuration reloaded").count();
+                table.notes.push(format!(
+                    "towergate logged {confirmed} of the {reloads} reloads as done (\"configuration reloaded\")."
+                ));
+            }
             if proc.exited() {
                 table.notes.push(format!(
                     "{label} exited during the reloads: {}",
