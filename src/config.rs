@@ -47,6 +47,12 @@ pub struct Config {
     /// `[error_pages]`: custom error answers (`ErrorDocument`, `ProxyErrorOverride`).
     #[serde(default)]
     pub error_pages: Option<towergate_error_pages::ErrorPagesConfig>,
+    /// `[access_log]`: the access log (`CustomLog`, `LogFormat`); off when absent.
+    #[serde(default)]
+    pub access_log: Option<AccessLog>,
+    /// `[error_log]`: the gateway's own messages (`ErrorLog`, `LogLevel`).
+    #[serde(default)]
+    pub error_log: crate::error_log::ErrorLogConfig,
 }
 
 /// `[server]`: how the gateway listens and forwards.
@@ -102,6 +108,19 @@ impl<'de> Deserialize<'de> for Signature {
                  e.g. \"your_hostname.com\" (or \"\" for no Server header)"
             ))
         })
+    }
+}
+
+/// `[access_log]`, checked where it is written (the format is parsed; the file is opened
+/// when the stack is built).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLog(pub towergate_access_log::AccessLogConfig);
+
+impl<'de> Deserialize<'de> for AccessLog {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let config = towergate_access_log::AccessLogConfig::deserialize(d)?;
+        config.validate().map_err(serde::de::Error::custom)?;
+        Ok(Self(config))
     }
 }
 

@@ -57,13 +57,20 @@ impl DemoBackends {
         text
     }
 
-    /// The seed-cluster config pointed at these backends and listening on `listen`.
+    /// The seed-cluster config pointed at these backends and listening on `listen`, with
+    /// the access log on stdout and the error log on stderr.
     pub fn config(&self, listen: SocketAddr) -> anyhow::Result<Config> {
         let mut config = Config::from_toml(
             &self.substitute(SEED_CLUSTER),
             Path::new("examples/seed-cluster.toml (demo)"),
         )?;
         config.server.listen = vec![listen];
+        // The demo creates no files (the article's logs/ directory): the access log goes
+        // to stdout, the error log to stderr.
+        if let Some(log) = &mut config.access_log {
+            log.0.path = None;
+        }
+        config.error_log.path = None;
         Ok(config)
     }
 }

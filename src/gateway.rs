@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use anyhow::Context as _;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower::{Service, ServiceExt};
+use towergate_access_log::LogWriter;
 
 use crate::admin::Admin;
 use crate::carry::Carryover;
@@ -36,6 +37,7 @@ pub struct RunningGateway {
     generation: Arc<AtomicU64>,
     reloader: Reloader,
     config_path: Option<PathBuf>,
+    access_log: Arc<ArcSwapOption<LogWriter>>,
 }
 
 impl RunningGateway {
@@ -75,6 +77,7 @@ impl RunningGateway {
             .transpose()?;
         carry.commit();
         spawn_all(built.background);
+        let access_log = Arc::new(ArcSwapOption::from(built.access_log.map(Arc::new)));
 
         let current = Current {
             service: Arc::new(ArcSwap::from_pointee(built.service)),
@@ -90,6 +93,7 @@ impl RunningGateway {
             let generation = generation.clone();
             let status = status.clone();
             let server_limits = server_limits.clone();
+            let access_log = access_log.clone();
             Box::new(move |config: &Config| {
                 carry.begin();
                 match stack::build(config, &carry) {
@@ -97,6 +101,11 @@ impl RunningGateway {
                         server_limits.store(Arc::new(config.limits.0.server_limits()));
                         current.store(Arc::new(built.service));
                         carry.commit();
+                        // A reload reopens the access log, as Apache's graceful restart does.
+                        if let Some(w) = &built.access_log {
+                            w.reopen();
+                        }
+                        access_log.store(built.access_log.map(Arc::new));
                         spawn_all(built.background);
                         let mut new_status = built.status;
                         new_status.generation = generation.fetch_add(1, Ordering::Relaxed) + 1;
@@ -148,6 +157,7 @@ impl RunningGateway {
             generation,
             reloader,
             config_path: None,
+            access_log,
         })
     }
 
@@ -175,6 +185,22 @@ impl RunningGateway {
     /// The first listen address.
     pub fn addr(&self) -> SocketAddr {
         self.addrs[0]
+    }
+
+    /// The access log's writer, when `[access_log]` is on: to [`flush`](LogWriter::flush)
+    /// or [`reopen`](LogWriter::reopen) it.
+    pub fn access_log(&self) -> Option<LogWriter> {
+        self.access_log.load_full().map(|w| LogWriter::clone(&w))
+    }
+
+    /// Reopens the access log and the error log files by their paths, after log rotation
+    /// moved them (what `SIGUSR1` does).
+    pub fn reopen_logs(&self) {
+        crate::error_log::reopen();
+        tracing::info!("reopening the access and error logs");
+        if let Some(w) = self.access_log.load_full() {
+            w.reopen();
+        }
     }
 
     /// The config generation serving now: 1 at start, one more per successful reload.
@@ -219,19 +245,26 @@ impl RunningGateway {
         let _ = self.stop.send(true);
         while self.servers.join_next().await.is_some() {}
         self.carry.stop_all();
+        if let Some(w) = self.access_log.load_full() {
+            if let Err(e) = w.flush().await {
+                tracing::error!(error = %e, "the access log's last lines could not be written");
+            }
+        }
     }
 
     /// Serves until SIGINT or SIGTERM, then shuts down gracefully; SIGHUP reloads the
-    /// config file.
+    /// config file; SIGUSR1 reopens the log files.
     pub async fn run_until_signal(self) -> anyhow::Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
         let mut hup = signal(SignalKind::hangup())?;
+        let mut usr1 = signal(SignalKind::user_defined1())?;
         loop {
             tokio::select! {
                 r = tokio::signal::ctrl_c() => { r?; break; }
                 _ = term.recv() => break,
                 _ = hup.recv() => { let _ = self.reload_from_file(); }
+                _ = usr1.recv() => self.reopen_logs(),
             }
         }
         tracing::info!("shutting down: no new connections; finishing requests in flight");

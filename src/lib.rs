@@ -10,6 +10,7 @@ pub mod carry;
 pub mod config;
 pub mod demo;
 pub mod dispatch;
+pub mod error_log;
 pub mod gateway;
 pub mod import_apache;
 pub mod metrics;

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use towergate::demo::{DemoBackends, banner};
+use towergate::error_log::{self, ErrorLogConfig};
 use towergate::{Config, RunningGateway};
 
 /// A web-cluster front end: reverse proxy, balancer and guards as tower layers.
@@ -60,7 +61,12 @@ const EXIT_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // `run` logs where its config's [error_log] says, once the config is read; the
+    // other commands log to stderr.
+    let _error_log = match &cli.command {
+        Command::Run { .. } => None,
+        _ => error_log::init(&ErrorLogConfig::default()).ok(),
+    };
     match cli.command {
         Command::Check { config } => match Config::load(&config) {
             Ok(_) => {
@@ -81,6 +87,13 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let _error_log = match error_log::init(&config.error_log) {
+                Ok(log) => log,
+                Err(e) => {
+                    eprintln!("towergate: {e:#}");
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
@@ -182,13 +195,4 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true)
-        .init();
 }

@@ -17,6 +17,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::{Service, ServiceExt};
+use towergate_access_log::LocalAddr;
 use towergate_client_addr::PeerAddr;
 use towergate_request_limits::ServerLimits;
 
@@ -89,13 +90,17 @@ pub async fn serve<S, B>(
             _ = stopped(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok();
         let current = **opts.limits.load();
         if current != limits {
             limits = current;
             builder = connection_builder(&opts, &limits);
         }
         let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), per_peer(service.clone(), peer))
+            .serve_connection_with_upgrades(
+                TokioIo::new(stream),
+                per_peer(service.clone(), peer, local),
+            )
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
@@ -119,10 +124,12 @@ pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
 }
 
-/// A hyper service for one connection: tags each request with the peer address.
+/// A hyper service for one connection: tags each request with the peer address (and the
+/// local one, for the access log's `%A` and `%p`).
 fn per_peer<S, B>(
     service: S,
     peer: SocketAddr,
+    local: Option<SocketAddr>,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response<B>,
@@ -135,6 +142,9 @@ where
 {
     hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(PeerAddr(peer));
+        if let Some(local) = local {
+            req.extensions_mut().insert(LocalAddr(local));
+        }
         service.clone().oneshot(req)
     })
 }

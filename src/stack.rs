@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use tower::util::MapResponseLayer;
 use tower::{Service, ServiceBuilder};
 use tower_http::set_header::SetResponseHeaderLayer;
+use towergate_access_log::{AccessLogLayer, LogClientAddrLayer, LogWriter, ResponseBody};
 use towergate_error_pages::ErrorPagesLayer;
 use towergate_expires::ExpiresLayer;
 use towergate_proxy::{
@@ -36,6 +37,8 @@ pub struct Stack<S> {
     pub background: Vec<Background>,
     /// What the admin listener shows of this generation.
     pub status: Status,
+    /// The access log's writer, when `[access_log]` is on (for SIGUSR1 and shutdown).
+    pub access_log: Option<LogWriter>,
 }
 
 /// Builds the service for `config`, and the background work it needs. Parts that must
@@ -47,7 +50,7 @@ pub fn build(
     Stack<
         impl Service<
             Request<Incoming>,
-            Response = Response<ProxyBody>,
+            Response = Response<ResponseBody<ProxyBody>>,
             Error = Infallible,
             Future = impl Send + use<>,
         >
@@ -108,9 +111,12 @@ pub fn build(
         None => ErrorPagesLayer::disabled(),
     };
     let expires = config.expires.as_ref().map(ExpiresLayer::from_config);
+    let access_log = access_log(config, carry)?;
+    let access_log_writer = access_log.writer().cloned();
 
     let service = ServiceBuilder::new()
         // [layer: access-log]
+        .layer(access_log)
         // [layer: error-pages]
         .layer(error_pages)
         // [layer: signature]
@@ -121,6 +127,8 @@ pub fn build(
         .layer(CanonicalRequestLayer::new(server.names.iter().cloned()))
         // [layer: client-addr]
         .option_layer(client_addr)
+        // Tells the access log, outside, the client decided here.
+        .layer(LogClientAddrLayer)
         // [layer: acl]
         .option_layer(acl)
         // [layer: evasive]
@@ -133,6 +141,27 @@ pub fn build(
         service,
         background,
         status,
+        access_log: access_log_writer,
+    })
+}
+
+/// The `[access_log]` layer, or a disabled one (it keeps the types). The writer (its file
+/// and thread) is carried across reloads while `path`, `buffer` and `flush_interval` stay
+/// the same; a new `format` applies at once.
+fn access_log(config: &Config, carry: &Carryover) -> anyhow::Result<AccessLogLayer> {
+    let Some(section) = &config.access_log else {
+        return Ok(AccessLogLayer::disabled());
+    };
+    let c = &section.0;
+    let format = c.validate()?;
+    let fingerprint = format!("{:?} {} {:?}", c.file(), c.buffer, c.flush_interval);
+    let writer = carry.reuse::<LogWriter, _>("access_log", &fingerprint, || {
+        Ok((Arc::new(c.open_writer()?), None))
+    })?;
+    let layer = AccessLogLayer::new(format, LogWriter::clone(&writer));
+    Ok(match config.server.names.first() {
+        Some(name) => layer.server_name(name.as_str()),
+        None => layer,
     })
 }
 

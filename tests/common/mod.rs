@@ -51,6 +51,17 @@ impl GatewayProcess {
     /// Runs `towergate run -c FILE` on `toml`, whose `[server]` section this adds (with a
     /// free loopback port), and waits until the port accepts connections.
     pub async fn start(toml: &str, server_extra: &str) -> GatewayProcess {
+        let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+        Self::start_with_rust_log(toml, server_extra, Some(&rust_log)).await
+    }
+
+    /// [`start`](Self::start) with `RUST_LOG` set to `rust_log`, or unset (so that the
+    /// config's `[error_log]` level applies) for `None`.
+    pub async fn start_with_rust_log(
+        toml: &str,
+        server_extra: &str,
+        rust_log: Option<&str>,
+    ) -> GatewayProcess {
         use std::io::Write;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -64,16 +75,13 @@ impl GatewayProcess {
             "[server]\nlisten = [\"{addr}\"]\nnames = [\"front.test\"]\n{server_extra}\n{toml}"
         )
         .unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_towergate"))
-            .arg("run")
-            .arg("-c")
-            .arg(config.path())
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .spawn()
-            .expect("towergate starts");
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_towergate"));
+        command.arg("run").arg("-c").arg(config.path());
+        match rust_log {
+            Some(filter) => command.env("RUST_LOG", filter),
+            None => command.env_remove("RUST_LOG"),
+        };
+        let child = command.spawn().expect("towergate starts");
         let started = std::time::Instant::now();
         while tokio::net::TcpStream::connect(addr).await.is_err() {
             assert!(

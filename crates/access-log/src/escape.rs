@@ -68,7 +68,10 @@ fn first_to_escape(s: &[u8]) -> Option<usize> {
         }
         at += 16;
     }
-    s[at..].iter().position(|&b| TABLE[b as usize]).map(|i| at + i)
+    s[at..]
+        .iter()
+        .position(|&b| TABLE[b as usize])
+        .map(|i| at + i)
 }
 
 #[cfg(test)]
