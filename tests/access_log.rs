@@ -319,6 +319,12 @@ async fn sigusr1_reopens_both_logs_after_rotation() {
     std::fs::rename(&errors, dir.path().join("error_log.1")).unwrap();
     gw.signal("USR1");
     wait_for(&errors, "the reopen message", |t| t.contains("reopen")).await;
+    // The access log's writer thread recreates the file as it reopens it.
+    let start = Instant::now();
+    while !access.exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "access log not reopened");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(c.get("/after").await.unwrap().status, 200);
     let new = wait_for(&access, "the second request", |t| t.contains("GET /after ")).await;
     assert_eq!(new.lines().count(), 1, "{new}");
@@ -328,4 +334,41 @@ async fn sigusr1_reopens_both_logs_after_rotation() {
         "{old}"
     );
     assert!(combined_re().is_match(new.trim_end()), "{new}");
+}
+
+#[tokio::test]
+async fn a_reload_reopens_the_file_and_applies_a_new_format() {
+    let backend = Backend::echo("web").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access_log");
+    let text = |format: &str| {
+        format!(
+            "{}{}[access_log]\npath = \"{}\"\nformat = '{format}'\n",
+            server_section(""),
+            route("/", &backend.url()),
+            log.display()
+        )
+    };
+    let gw = start_gateway(&text("common")).await;
+    let c = Client::new(gw.addr());
+    assert_eq!(c.get("/one").await.unwrap().status, 200);
+    let before = wait_lines(&gw, &log, 1).await;
+    assert!(
+        before[0].contains("] \"GET /one HTTP/1.1\" 200 "),
+        "{before:?}"
+    );
+
+    // Rotated away, then reloaded with another format: the same writer reopens the path.
+    std::fs::rename(&log, dir.path().join("access_log.1")).unwrap();
+    let config = towergate::Config::from_toml(&text("%m %U %>s %v"), Path::new("t.toml")).unwrap();
+    gw.reload(&config).unwrap();
+    // The writer reopens on its own thread; a flush waits for that.
+    gw.access_log().unwrap().flush().await.unwrap();
+    assert!(log.exists(), "reopened by path");
+    assert_eq!(c.get("/two").await.unwrap().status, 200);
+    let after = wait_lines(&gw, &log, 1).await;
+    assert_eq!(after, ["GET /two 200 front.test"]);
+    let rotated = read_lines(&dir.path().join("access_log.1"));
+    assert_eq!(rotated.len(), 1, "{rotated:?}");
+    assert_eq!(gw.access_log().unwrap().stats().reopens, 1);
 }

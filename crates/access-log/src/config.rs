@@ -77,7 +77,7 @@ pub enum AccessLogError {
     #[error("access_log.format: {0}")]
     Format(#[from] LogFormatError),
     /// `path` cannot be opened for appending.
-    #[error("access_log.path: cannot open `{}` for appending: {source}{}", path.display(), open_hint(source))]
+    #[error("access_log.path: cannot open `{}` for appending{}", path.display(), open_hint(source))]
     Open {
         /// The path.
         path: PathBuf,

@@ -162,9 +162,11 @@ impl LogWriter {
         }
     }
 
-    /// Asks the writer to reopen its file (after the file was moved away for rotation),
-    /// once what is buffered has been written to the old one. Returns at once; a file that
-    /// cannot be reopened is logged and the old one kept. A no-op for stdout.
+    /// Asks the writer to reopen its file by its path (after the file was moved away for
+    /// rotation). Returns at once; the writer thread wakes, writes what is buffered to the
+    /// old file, then reopens, so lines queued until it gets there (usually none) go to
+    /// the old file. [`flush`](Self::flush) waits for the reopen. A file that cannot be
+    /// reopened is logged and the old one kept. A no-op for stdout.
     pub fn reopen(&self) {
         let shared = &self.handle.shared;
         shared.lock_control().reopen = true;
