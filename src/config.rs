@@ -5,6 +5,7 @@
 //! Values are checked while they are read (URLs, durations), so a bad value is reported at
 //! its own position rather than after the fact.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,9 @@ pub struct Config {
     /// Routes, matched by longest prefix (`ProxyPass`).
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// Balancer pools by name (`<Proxy balancer://NAME>` and its `BalancerMember`s).
+    #[serde(default, rename = "pool")]
+    pub pools: BTreeMap<String, Spanned<towergate_balancer::PoolConfig>>,
     /// The admin listener: status page, JSON, metrics (off when absent).
     #[serde(default)]
     pub admin: Option<crate::admin::AdminConfig>,
@@ -146,7 +150,12 @@ pub struct RouteConfig {
     #[serde(default)]
     pub name: Option<String>,
     /// A single origin, e.g. `http://news_server.domain.lan/news_rss/`.
-    pub upstream: UpstreamUrl,
+    #[serde(default)]
+    pub upstream: Option<UpstreamUrl>,
+    /// A balancer pool named in `[pool.NAME]` (`ProxyPass /x balancer://NAME/`), instead
+    /// of `upstream`.
+    #[serde(default)]
+    pub pool: Option<Spanned<String>>,
     /// Replace this route's backend error answers with `[error_pages]` documents too
     /// (Apache `ProxyErrorOverride On` in its `<Location>`).
     #[serde(default)]
@@ -317,6 +326,54 @@ impl Config {
                     ),
                 ));
             }
+            match (&route.upstream, &route.pool) {
+                (Some(_), None) => {}
+                (None, Some(pool)) if self.pools.contains_key(pool.get_ref()) => {}
+                (None, Some(pool)) => {
+                    let known: Vec<&str> = self.pools.keys().map(String::as_str).collect();
+                    return Err(ConfigError::at(
+                        file,
+                        text,
+                        Some(pool.span().start),
+                        if known.is_empty() {
+                            format!(
+                                "route.pool: no pool `{}`; define it as [pool.{}] with members = [{{ url = \"http://...\" }}]",
+                                pool.get_ref(),
+                                pool.get_ref()
+                            )
+                        } else {
+                            format!(
+                                "route.pool: no pool `{}`; pools here: {}",
+                                pool.get_ref(),
+                                known.join(", ")
+                            )
+                        },
+                    ));
+                }
+                (upstream, _) => {
+                    let what = if upstream.is_some() {
+                        "has both `upstream` and `pool`; keep one"
+                    } else {
+                        "leads nowhere; give it `upstream = \"URL\"` (a single origin) or `pool = \"NAME\"` (a [pool.NAME])"
+                    };
+                    return Err(ConfigError::at(
+                        file,
+                        text,
+                        Some(route.prefix.span().start),
+                        format!("route `{}` {what}", route.prefix.get_ref().0),
+                    ));
+                }
+            }
+        }
+        for (name, pool) in &self.pools {
+            if let Err(e) = towergate_balancer::Pool::from_config(name, pool.get_ref()) {
+                return Err(ConfigError::at(
+                    file,
+                    text,
+                    Some(pool.span().start),
+                    e.to_string(),
+                ));
+            }
         }
         Ok(())
     }
@@ -369,5 +426,46 @@ mod tests {
             err.starts_with("t.toml:7:10:") && err.contains("already routed"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn routes_lead_to_a_pool_or_an_origin() {
+        let head = "[server]\nlisten = [\"127.0.0.1:0\"]\n";
+        let c = parse(&format!(
+            "{head}[[route]]\nprefix = \"/\"\npool = \"web\"\n[pool.web]\nmembers = [{{ url = \"http://a\" }}, {{ url = \"http://b\", weight = 3 }}]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.pools["web"].get_ref().members[1].weight, 3);
+        let err = parse(&format!(
+            "{head}[[route]]\nprefix = \"/\"\npool = \"nope\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("t.toml:5:8: route.pool: no pool `nope`; define it as [pool.nope]"),
+            "{err}"
+        );
+        let err = parse(&format!("{head}[[route]]\nprefix = \"/\"\n")).unwrap_err();
+        assert!(
+            err.starts_with("t.toml:4:10: route `/` leads nowhere"),
+            "{err}"
+        );
+        let err = parse(&format!(
+            "{head}[[route]]\nprefix = \"/\"\nupstream = \"http://a\"\npool = \"web\"\n[pool.web]\nmembers = [{{ url = \"http://a\" }}]\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("has both `upstream` and `pool`"), "{err}");
+        let err = parse(&format!(
+            "{head}[pool.web]\nmembers = [{{ url = \"http://a\", weight = 0 }}]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("t.toml:3:1: pool.web.members[0].weight: 0 is out of range"),
+            "{err}"
+        );
+        let err = parse(&format!(
+            "{head}[pool.web]\nmembers = [{{ url = \"http://a\", wieght = 2 }}]\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("unknown field `wieght`"), "{err}");
     }
 }

@@ -1,9 +1,18 @@
 //! `towergate demo`: the article's seven backends on loopback ports and the gateway in
 //! front of them, running `examples/seed-cluster.toml`.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
 use towergate_testkit::Backend;
 
 use crate::config::Config;
@@ -75,6 +84,103 @@ impl DemoBackends {
     }
 }
 
+/// The demo's control endpoint: stop and start backends to watch failover and fall-back.
+///
+/// - `GET /` lists the backends and whether they run;
+/// - `POST /stop/NAME` stops one (its listener and connections close, as in a crash);
+/// - `POST /start/NAME` starts it again on the same port.
+pub async fn serve_control(listener: TcpListener, backends: Arc<Mutex<DemoBackends>>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let backends = backends.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let backends = backends.clone();
+                async move { Ok::<_, Infallible>(control(req, &backends).await) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn control(req: Request<Incoming>, backends: &Mutex<DemoBackends>) -> Response<Full<Bytes>> {
+    let text = |status: StatusCode, body: String| {
+        let mut res = Response::new(Full::new(Bytes::from(body)));
+        *res.status_mut() = status;
+        res.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        res
+    };
+    let parts: Vec<&str> = req
+        .uri()
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut backends = backends.lock().await;
+    match (req.method(), parts.as_slice()) {
+        (&Method::GET, []) => text(StatusCode::OK, backends.listing()),
+        (&Method::POST, [verb @ ("stop" | "start"), name]) => {
+            let Some(backend) = backends.get_mut(name) else {
+                return text(
+                    StatusCode::NOT_FOUND,
+                    format!("no backend `{name}`; backends: {}\n", BACKENDS.join(", ")),
+                );
+            };
+            if *verb == "stop" {
+                backend.stop();
+                tracing::info!(backend = %name, "demo: backend stopped");
+                text(StatusCode::OK, format!("{name} stopped\n"))
+            } else if backend.is_running() {
+                text(StatusCode::OK, format!("{name} is running\n"))
+            } else {
+                match backend.restart().await {
+                    Ok(()) => {
+                        tracing::info!(backend = %name, "demo: backend started");
+                        text(StatusCode::OK, format!("{name} started\n"))
+                    }
+                    Err(e) => text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("{name} could not listen again: {e}\n"),
+                    ),
+                }
+            }
+        }
+        (_, ["stop" | "start", _]) => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use POST, e.g. curl -X POST .../stop/paid_one\n".into(),
+        ),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "GET / lists the backends; POST /stop/NAME and POST /start/NAME stop and start one\n"
+                .into(),
+        ),
+    }
+}
+
+impl DemoBackends {
+    /// One line per backend: name, address, running or stopped.
+    pub fn listing(&self) -> String {
+        self.backends
+            .iter()
+            .map(|b| {
+                format!(
+                    "{:<14} {:<24} {}\n",
+                    b.name(),
+                    b.url(),
+                    if b.is_running() { "running" } else { "stopped" }
+                )
+            })
+            .collect()
+    }
+}
+
 /// The table printed when the demo starts.
 pub fn banner(front: SocketAddr, backends: &DemoBackends) -> String {
     let mut out =
@@ -100,4 +206,16 @@ pub fn banner(front: SocketAddr, backends: &DemoBackends) -> String {
     }
     out.push_str("\nCtrl-C stops everything.\n");
     out
+}
+
+/// How to use the control endpoint, printed after the banner.
+pub fn control_help(control: SocketAddr) -> String {
+    format!(
+        "stop and start backends to watch failover and fall-back:\n\
+         \x20 curl -s http://{control}/                         # backends, running or stopped\n\
+         \x20 curl -s -X POST http://{control}/stop/paid_one    # paid_two takes over, no client error\n\
+         \x20 curl -s -X POST http://{control}/start/paid_one   # traffic back on paid_one within 5 s\n\
+         \x20 curl -s -X POST http://{control}/stop/webserver_two  # all of / goes to webserver_one\n\
+         the pools' state: the admin page, when [admin] is on; state changes are logged.\n"
+    )
 }

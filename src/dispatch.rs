@@ -13,7 +13,9 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
-use tower::Service;
+use tower::util::MapResponse;
+use tower::{Layer, Service, ServiceExt};
+use towergate_balancer::{Balancer, BalancerLayer, ReplayBody};
 use towergate_error_pages::{OverrideErrors, UpstreamResponse};
 use towergate_proxy::{
     Forward, ForwardError, ProxyBody, RouteTable, Target, Upstream, status_response,
@@ -40,7 +42,25 @@ fn failure_response(e: &ForwardError) -> Response<ProxyBody> {
 pub enum RouteAction {
     /// A single origin.
     Origin(Arc<Upstream>),
+    /// A balancer pool (its layer carries the route, so member URLs replace its prefix).
+    Pool(BalancerLayer),
 }
+
+/// The one place backend answers come in: marked so that error-pages tells them from the
+/// gateway's own answers (the balancer's 503 included).
+fn upstream_answer(res: Response<Incoming>) -> Response<ProxyBody> {
+    let mut res = res.map(ProxyBody::upstream);
+    res.extensions_mut().insert(UpstreamResponse);
+    res
+}
+
+type ToProxy = fn(Response<Incoming>) -> Response<ProxyBody>;
+/// The forwarder as a pool's balancer sees it.
+type PoolForward<B> = MapResponse<Forward<ReplayBody<B>>, ToProxy>;
+/// The future of a pool route.
+type PoolFuture<B> = <Balancer<PoolForward<B>> as Service<Request<B>>>::Future;
+/// The future of an origin route.
+type OriginFuture<B> = <Forward<ReplayBody<B>> as Service<Request<ReplayBody<B>>>>::Future;
 
 /// A route's action and its metric handles.
 #[derive(Debug)]
@@ -53,10 +73,11 @@ pub struct Routed {
     pub override_errors: bool,
 }
 
-/// Routes requests and forwards them.
+/// Routes requests and forwards them. Request bodies go out as [`ReplayBody`]s, so that a
+/// pool can send a request whose member could not be reached to another member whole.
 pub struct Dispatch<B> {
     routes: Arc<RouteTable<Routed>>,
-    forward: Forward<B>,
+    forward: Forward<ReplayBody<B>>,
 }
 
 impl<B> Clone for Dispatch<B> {
@@ -70,7 +91,7 @@ impl<B> Clone for Dispatch<B> {
 
 impl<B> Dispatch<B> {
     /// A dispatcher over `routes` forwarding with `forward`.
-    pub fn new(routes: RouteTable<Routed>, forward: Forward<B>) -> Self {
+    pub fn new(routes: RouteTable<Routed>, forward: Forward<ReplayBody<B>>) -> Self {
         Self {
             routes: Arc::new(routes),
             forward,
@@ -85,7 +106,7 @@ where
 {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
-    type Future = DispatchFuture<<Forward<B> as Service<Request<B>>>::Future>;
+    type Future = DispatchFuture<OriginFuture<B>, PoolFuture<B>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -103,7 +124,18 @@ where
                     upstream: upstream.clone(),
                 });
                 DispatchFuture::forward(
-                    self.forward.call(req),
+                    self.forward.call(req.map(ReplayBody::new)),
+                    routed.metrics.clone(),
+                    routed.override_errors,
+                )
+            }
+            RouteAction::Pool(balancer) => {
+                let forward = self
+                    .forward
+                    .clone()
+                    .map_response(upstream_answer as ToProxy);
+                DispatchFuture::pool(
+                    balancer.layer(forward).call(req),
                     routed.metrics.clone(),
                     routed.override_errors,
                 )
@@ -114,21 +146,57 @@ where
 
 pin_project! {
     /// The future of [`Dispatch`].
-    pub struct DispatchFuture<F> {
+    pub struct DispatchFuture<F, P> {
         #[pin]
-        kind: Kind<F>,
+        kind: Kind<F, P>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<F> {
+    enum Kind<F, P> {
         Ready { response: Option<Response<ProxyBody>> },
-        Forward { #[pin] future: F, metrics: Arc<RouteMetrics>, started: Instant, override_errors: bool },
+        Forward { #[pin] future: F, done: Done },
+        Pool { #[pin] future: P, done: Done },
     }
 }
 
-impl<F> DispatchFuture<F> {
+/// What happens when the answer is in: metrics, error answers, ProxyErrorOverride.
+struct Done {
+    metrics: Arc<RouteMetrics>,
+    started: Instant,
+    override_errors: bool,
+}
+
+impl Done {
+    fn new(metrics: Arc<RouteMetrics>, override_errors: bool) -> Self {
+        Self {
+            metrics,
+            started: Instant::now(),
+            override_errors,
+        }
+    }
+
+    fn finish(&self, result: Result<Response<ProxyBody>, ForwardError>) -> Response<ProxyBody> {
+        let res = match result {
+            Ok(mut res) => {
+                if self.override_errors && res.extensions().get::<UpstreamResponse>().is_some() {
+                    res.extensions_mut().insert(OverrideErrors);
+                }
+                res
+            }
+            Err(e) => {
+                self.metrics.upstream_error(e.kind());
+                failure_response(&e)
+            }
+        };
+        self.metrics
+            .record(res.status().as_u16(), self.started.elapsed());
+        res
+    }
+}
+
+impl<F, P> DispatchFuture<F, P> {
     fn ready(response: Response<ProxyBody>) -> Self {
         Self {
             kind: Kind::Ready {
@@ -141,17 +209,25 @@ impl<F> DispatchFuture<F> {
         Self {
             kind: Kind::Forward {
                 future,
-                metrics,
-                started: Instant::now(),
-                override_errors,
+                done: Done::new(metrics, override_errors),
+            },
+        }
+    }
+
+    fn pool(future: P, metrics: Arc<RouteMetrics>, override_errors: bool) -> Self {
+        Self {
+            kind: Kind::Pool {
+                future,
+                done: Done::new(metrics, override_errors),
             },
         }
     }
 }
 
-impl<F> Future for DispatchFuture<F>
+impl<F, P> Future for DispatchFuture<F, P>
 where
     F: Future<Output = Result<Response<Incoming>, ForwardError>>,
+    P: Future<Output = Result<Response<ProxyBody>, ForwardError>>,
 {
     type Output = Result<Response<ProxyBody>, Infallible>;
 
@@ -160,31 +236,12 @@ where
             KindProj::Ready { response } => {
                 Poll::Ready(Ok(response.take().expect("polled after completion")))
             }
-            KindProj::Forward {
-                future,
-                metrics,
-                started,
-                override_errors,
-            } => future.poll(cx).map(|result| {
-                let res = match result {
-                    Ok(res) => {
-                        // The one place backend answers come in: marked so that
-                        // error-pages tells them from the gateway's own answers.
-                        let mut res = res.map(ProxyBody::upstream);
-                        res.extensions_mut().insert(UpstreamResponse);
-                        if *override_errors {
-                            res.extensions_mut().insert(OverrideErrors);
-                        }
-                        res
-                    }
-                    Err(e) => {
-                        metrics.upstream_error(e.kind());
-                        failure_response(&e)
-                    }
-                };
-                metrics.record(res.status().as_u16(), started.elapsed());
-                Ok(res)
-            }),
+            KindProj::Forward { future, done } => future
+                .poll(cx)
+                .map(|result| Ok(done.finish(result.map(upstream_answer)))),
+            KindProj::Pool { future, done } => {
+                future.poll(cx).map(|result| Ok(done.finish(result)))
+            }
         }
     }
 }

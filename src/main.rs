@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use towergate::demo::{DemoBackends, banner};
+use towergate::demo::{DemoBackends, banner, control_help, serve_control};
 use towergate::error_log::{self, ErrorLogConfig};
 use towergate::{Config, RunningGateway};
 
@@ -53,6 +53,9 @@ enum Command {
         /// Where the gateway listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Where the control endpoint listens (stop and start demo backends).
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        control: SocketAddr,
     },
 }
 
@@ -112,10 +115,17 @@ fn main() -> ExitCode {
                 gateway.run_until_signal().await
             }))
         }
-        Command::Demo { listen } => exit(runtime().block_on(async {
+        Command::Demo { listen, control } => exit(runtime().block_on(async {
             let backends = DemoBackends::start().await?;
             let gateway = RunningGateway::start(backends.config(listen)?).await?;
+            let control_listener = tokio::net::TcpListener::bind(control)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {control} (--control): {e}"))?;
+            let control = control_listener.local_addr()?;
             println!("{}", banner(gateway.addr(), &backends));
+            println!("{}", control_help(control));
+            let backends = std::sync::Arc::new(tokio::sync::Mutex::new(backends));
+            tokio::spawn(serve_control(control_listener, backends));
             gateway.run_until_signal().await
         })),
     }

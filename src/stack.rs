@@ -13,6 +13,7 @@ use tower::util::MapResponseLayer;
 use tower::{Service, ServiceBuilder};
 use tower_http::set_header::SetResponseHeaderLayer;
 use towergate_access_log::{AccessLogLayer, LogClientAddrLayer, LogWriter, ResponseBody};
+use towergate_balancer::{BalancerLayer, Pool};
 use towergate_error_pages::ErrorPagesLayer;
 use towergate_expires::ExpiresLayer;
 use towergate_proxy::{
@@ -75,15 +76,44 @@ pub fn build(
         preserve_host: server.preserve_host,
     });
 
+    // Pools outlive a reload whose config leaves them unchanged: health and counters stay.
+    let mut pools = std::collections::BTreeMap::new();
+    for (name, pool_config) in &config.pools {
+        let pool_config = pool_config.get_ref();
+        let pool = carry.reuse::<Pool, _>(name, &format!("{pool_config:?}"), || {
+            let pool = Pool::from_config(name, pool_config)?;
+            let checks = pool
+                .health_checks()
+                .map(|checks| Box::pin(checks) as Background);
+            Ok((Arc::new(pool), checks))
+        })?;
+        status.pools.push(Pool::clone(&pool));
+        pools.insert(name.as_str(), pool);
+    }
+
     let mut routes = RouteTable::new();
     for route in &config.routes {
         let prefix = &route.prefix.get_ref().0;
         let name = route.name.clone().unwrap_or_else(|| prefix.clone());
-        let action = RouteAction::Origin(route.upstream.0.clone());
+        let (action, target) = match (&route.upstream, &route.pool) {
+            (Some(upstream), _) => (
+                RouteAction::Origin(upstream.0.clone()),
+                upstream.0.url().to_owned(),
+            ),
+            (None, Some(pool)) => {
+                let pool = pools
+                    .get(pool.get_ref().as_str())
+                    .with_context(|| format!("route `{prefix}`: no pool `{}`", pool.get_ref()))?;
+                let layer =
+                    BalancerLayer::new(Pool::clone(pool)).route(RouteInfo::new(&name, prefix));
+                (RouteAction::Pool(layer), format!("pool {}", pool.name()))
+            }
+            (None, None) => anyhow::bail!("route `{prefix}` has neither upstream nor pool"),
+        };
         status.routes.push(RouteStatus {
             name: name.clone(),
             prefix: prefix.clone(),
-            target: route.upstream.0.url().to_owned(),
+            target,
         });
         let action = Routed {
             action,

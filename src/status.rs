@@ -27,6 +27,8 @@ pub struct Status {
     pub metrics: Arc<Metrics>,
     /// The routes, in config order.
     pub routes: Vec<RouteStatus>,
+    /// The balancer pools, by name; read live when shown.
+    pub pools: Vec<towergate_balancer::Pool>,
 }
 
 impl Status {
@@ -36,6 +38,7 @@ impl Status {
             generation: 0,
             metrics,
             routes: Vec::new(),
+            pools: Vec::new(),
         }
     }
 
@@ -44,6 +47,7 @@ impl Status {
         json!({
             "generation": self.generation,
             "routes": self.routes.iter().map(|r| json!({"name": r.name, "prefix": r.prefix, "target": r.target})).collect::<Vec<_>>(),
+            "pools": self.pools.iter().map(|p| serde_json::to_value(p.snapshot()).unwrap_or(Value::Null)).collect::<Vec<_>>(),
         })
     }
 
@@ -85,6 +89,42 @@ impl Status {
             );
         }
         h.push_str("</table>");
+        for pool in &self.pools {
+            let snap = pool.snapshot();
+            let _ = write!(
+                h,
+                "<h2>Pool {} <small>({:?}, {:?} active, {} answered 503, {} failovers)</small></h2>",
+                esc(&snap.name),
+                snap.lbmethod,
+                snap.active,
+                snap.unavailable,
+                snap.failovers
+            );
+            h.push_str("<table class=pool><tr><th>member</th><th>route</th><th>weight</th><th>intent</th><th>health</th><th>in flight</th><th>requests</th><th>failures</th><th>last error</th></tr>");
+            for m in &snap.members {
+                let class = match (m.intent, m.usable, m.standby) {
+                    (towergate_balancer::Intent::Active, true, false) => "up",
+                    (towergate_balancer::Intent::Active, true, true) => "standby",
+                    (towergate_balancer::Intent::Active, false, _) => "down",
+                    _ => "drained",
+                };
+                let _ = write!(
+                    h,
+                    "<tr class={class}><td>{}{}</td><td>{}</td><td>{}</td><td>{:?}</td><td>{:?}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    esc(&m.url),
+                    if m.standby { " (standby)" } else { "" },
+                    esc(m.route.as_deref().unwrap_or("")),
+                    m.weight,
+                    m.intent,
+                    m.health,
+                    m.in_flight,
+                    m.requests,
+                    m.failures,
+                    esc(m.last_error.as_deref().unwrap_or(""))
+                );
+            }
+            h.push_str("</table>");
+        }
         h.push_str(
             "<p><a href=status.json>JSON</a> · <a href=metrics>metrics</a></p></body></html>",
         );

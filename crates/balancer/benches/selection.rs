@@ -56,6 +56,16 @@ fn concurrent(pool: &Pool, threads: usize, iters: u64) -> Duration {
 
 fn selection(c: &mut Criterion) {
     let mut group = c.benchmark_group("pick");
+    // The floor: a shared counter and a table lookup, what any round robin costs.
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    let table: Vec<u16> = (0..16).collect();
+    group.bench_function("baseline_atomic_round_robin", |b| {
+        b.iter(|| {
+            let i =
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % black_box(table.len());
+            black_box(table[i])
+        })
+    });
     for members in [2, 16] {
         for (name, method) in [
             ("byrequests", LbMethod::ByRequests),

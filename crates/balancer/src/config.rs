@@ -65,7 +65,7 @@ pub struct MemberConfig {
     /// The member's URL: `http://host[:port][/base/path]`.
     pub url: String,
     /// Its share of traffic relative to the other members (`lbfactor`), 1 to 100.
-    #[serde(default = "defaults::weight", alias = "lbfactor")]
+    #[serde(default = "defaults::weight", alias = "lbfactor", alias = "loadfactor")]
     pub weight: u32,
     /// Its route name for sticky sessions (`route`).
     #[serde(default)]

@@ -1,0 +1,395 @@
+//! The balancer through the real gateway over sockets: the article's pools, weights,
+//! hot standby failover and fall-back, both members down, sticky routes, and failover
+//! under concurrent load.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Backend, Client, start_gateway};
+use http::{Request, StatusCode};
+use http_body_util::Full;
+
+/// Sends `n` sequential GETs for `path` and counts the answering backends.
+async fn split(client: &Client, path: &str, n: usize) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for _ in 0..n {
+        let res = client.get(path).await.expect("request");
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+        *seen
+            .entry(res.header("x-backend").unwrap().to_owned())
+            .or_insert(0) += 1;
+    }
+    seen
+}
+
+async fn backend_of(client: &Client, path: &str) -> String {
+    let res = client.get(path).await.expect("no client-visible error");
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    res.header("x-backend").unwrap().to_owned()
+}
+
+async fn with_cookie(client: &Client, path: &str, cookie: &str) -> String {
+    let req = Request::get(path)
+        .header("cookie", cookie)
+        .body(Full::default())
+        .unwrap();
+    let res = client.request(req).await.expect("request");
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    res.header("x-backend").unwrap().to_owned()
+}
+
+/// The article's paid_servers pool (with `extra` options) and web_servers pool.
+fn cluster(
+    paid_one: &Backend,
+    paid_two: &Backend,
+    web_one: &Backend,
+    web_two: &Backend,
+    extra: &str,
+) -> String {
+    format!(
+        r#"
+[[route]]
+prefix = "/paid_user"
+pool = "paid_servers"
+
+[[route]]
+prefix = "/"
+pool = "web_servers"
+
+[pool.paid_servers]
+members = [
+  {{ url = "{}/paid_user", route = "a", redirect = "b" }},
+  {{ url = "{}/paid_user", route = "b", standby = true }},
+]
+{extra}
+
+[pool.web_servers]
+members = [{{ url = "{}" }}, {{ url = "{}" }}]
+"#,
+        paid_one.url(),
+        paid_two.url(),
+        web_one.url(),
+        web_two.url()
+    )
+}
+
+async fn backends() -> [Backend; 4] {
+    [
+        Backend::echo("paid_one").await.unwrap(),
+        Backend::echo("paid_two").await.unwrap(),
+        Backend::echo("webserver_one").await.unwrap(),
+        Backend::echo("webserver_two").await.unwrap(),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_servers_split_exactly_and_paid_user_goes_to_paid_one() {
+    let [paid_one, paid_two, web_one, web_two] = backends().await;
+    let gw = start_gateway(&cluster(&paid_one, &paid_two, &web_one, &web_two, "")).await;
+    let client = Client::new(gw.addr());
+
+    let seen = split(&client, "/", 1000).await;
+    assert_eq!(seen["webserver_one"], 500, "{seen:?}");
+    assert_eq!(seen["webserver_two"], 500, "{seen:?}");
+
+    let seen = split(&client, "/paid_user/file.bin", 100).await;
+    assert_eq!(seen.get("paid_one"), Some(&100), "{seen:?}");
+    assert_eq!(paid_two.requests(), 0);
+    let res = client.get("/paid_user/file.bin").await.unwrap();
+    assert_eq!(res.echo("path").as_deref(), Some("/paid_user/file.bin"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_three_to_one_split_exactly() {
+    let one = Backend::echo("one").await.unwrap();
+    let two = Backend::echo("two").await.unwrap();
+    let gw = start_gateway(&format!(
+        "[[route]]\nprefix = \"/\"\npool = \"web\"\n[pool.web]\nmembers = [{{ url = \"{}\", weight = 3 }}, {{ url = \"{}\" }}]\n",
+        one.url(),
+        two.url()
+    ))
+    .await;
+    let seen = split(&Client::new(gw.addr()), "/", 400).await;
+    assert_eq!((seen["one"], seen["two"]), (300, 100), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_takes_over_and_traffic_returns_after_the_retry_time() {
+    let [mut paid_one, paid_two, web_one, web_two] = backends().await;
+    let retry = Duration::from_secs(1);
+    let gw = start_gateway(&cluster(
+        &paid_one,
+        &paid_two,
+        &web_one,
+        &web_two,
+        "retry = \"1s\"",
+    ))
+    .await;
+    let client = Client::new(gw.addr());
+    assert_eq!(backend_of(&client, "/paid_user/x").await, "paid_one");
+
+    paid_one.stop();
+    let stopped = Instant::now();
+    // Every request from now on is served by the standby, none fails; this also spans
+    // retry times, when one request at a time tries paid_one again, unseen.
+    while stopped.elapsed() < retry * 2 {
+        assert_eq!(backend_of(&client, "/paid_user/x").await, "paid_two");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    paid_one.restart().await.unwrap();
+    let restarted = Instant::now();
+    while backend_of(&client, "/paid_user/x").await != "paid_one" {
+        assert!(
+            restarted.elapsed() < retry + Duration::from_secs(2),
+            "traffic did not return within the retry time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = split(&client, "/paid_user/x", 20).await;
+    assert_eq!(
+        seen.get("paid_one"),
+        Some(&20),
+        "all traffic reverts to paid_one: {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_bring_the_primary_back_within_one_interval() {
+    let [mut paid_one, paid_two, web_one, web_two] = backends().await;
+    let interval = Duration::from_millis(300);
+    // The retry time is long: only the checks can bring paid_one back this soon.
+    let options = "retry = \"120s\"\nhealth_check = { interval = \"300ms\", timeout = \"250ms\" }";
+    let gw = start_gateway(&cluster(&paid_one, &paid_two, &web_one, &web_two, options)).await;
+    let client = Client::new(gw.addr());
+    assert_eq!(backend_of(&client, "/paid_user/x").await, "paid_one");
+
+    paid_one.stop();
+    for _ in 0..20 {
+        assert_eq!(backend_of(&client, "/paid_user/x").await, "paid_two");
+    }
+    // Let the checks see it down too.
+    tokio::time::sleep(interval * 2).await;
+
+    paid_one.restart().await.unwrap();
+    let restarted = Instant::now();
+    while backend_of(&client, "/paid_user/x").await != "paid_one" {
+        // One interval, plus a generous margin for a slow machine.
+        assert!(
+            restarted.elapsed() < interval + Duration::from_secs(2),
+            "not back within one health interval"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = split(&client, "/paid_user/x", 20).await;
+    assert_eq!(seen.get("paid_one"), Some(&20), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_members_down_is_503() {
+    let [mut paid_one, mut paid_two, web_one, web_two] = backends().await;
+    let gw = start_gateway(&cluster(&paid_one, &paid_two, &web_one, &web_two, "")).await;
+    let client = Client::new(gw.addr());
+    assert_eq!(backend_of(&client, "/paid_user/x").await, "paid_one");
+    paid_one.stop();
+    paid_two.stop();
+    for _ in 0..3 {
+        let res = client.get("/paid_user/x").await.unwrap();
+        assert_eq!(
+            res.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            res.text()
+        );
+    }
+    // The other pool is unaffected.
+    assert_eq!(client.get("/").await.unwrap().status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_routes_and_redirect() {
+    let [paid_one, mut paid_two, web_one, mut web_two] = backends().await;
+    let mut text = cluster(
+        &paid_one,
+        &paid_two,
+        &web_one,
+        &web_two,
+        "stickysession = \"ROUTEID\"",
+    );
+    // web_servers with routes a and b, each the other's redirect.
+    text = text.replace(
+        &format!("members = [{{ url = \"{}\" }}, {{ url = \"{}\" }}]", web_one.url(), web_two.url()),
+        &format!(
+            "members = [{{ url = \"{}\", route = \"a\", redirect = \"b\" }}, {{ url = \"{}\", route = \"b\", redirect = \"a\" }}]\nstickysession = \"ROUTEID\"",
+            web_one.url(),
+            web_two.url()
+        ),
+    );
+    let gw = start_gateway(&text).await;
+    let client = Client::new(gw.addr());
+
+    for _ in 0..10 {
+        assert_eq!(
+            with_cookie(&client, "/", "ROUTEID=.b").await,
+            "webserver_two"
+        );
+        assert_eq!(
+            with_cookie(&client, "/", "session=1; ROUTEID=xyz.a").await,
+            "webserver_one"
+        );
+    }
+    // Route b on the paid pool is the hot standby: the cookie still reaches it.
+    assert_eq!(
+        with_cookie(&client, "/paid_user/x", "ROUTEID=.b").await,
+        "paid_two"
+    );
+    // The path parameter form.
+    assert_eq!(
+        backend_of(&client, "/paid_user/x;ROUTEID=.b").await,
+        "paid_two"
+    );
+
+    web_two.stop();
+    for _ in 0..5 {
+        assert_eq!(
+            with_cookie(&client, "/", "ROUTEID=.b").await,
+            "webserver_one",
+            "b is down: its redirect"
+        );
+    }
+    // paid_two (route b) down: it has no redirect, so the pool balances as usual.
+    paid_two.stop();
+    assert_eq!(
+        with_cookie(&client, "/paid_user/x", "ROUTEID=.b").await,
+        "paid_one"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_killed_under_load_costs_no_request() {
+    let [mut paid_one, paid_two, web_one, web_two] = backends().await;
+    let gw = start_gateway(&cluster(&paid_one, &paid_two, &web_one, &web_two, "")).await;
+    let addr = gw.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (stop, ok) = (stop.clone(), ok.clone());
+            tokio::spawn(async move {
+                let client = Client::new(addr);
+                let mut failures = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    match client.get("/paid_user/load").await {
+                        Ok(res) if res.status == StatusCode::OK => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(res) => failures.push(format!("{} {}", res.status, res.text())),
+                        Err(e) => failures.push(e.to_string()),
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before_kill = paid_one.requests();
+    paid_one.stop();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for c in clients {
+        failures.extend(c.await.unwrap());
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed requests: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(before_kill > 0, "paid_one served before it was killed");
+    assert!(paid_two.requests() > 0, "paid_two took over");
+    assert!(
+        ok.load(Ordering::Relaxed) > before_kill,
+        "requests went on after the kill"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_the_article_pools_and_its_control_endpoint_stops_and_starts_backends() {
+    use towergate::demo::{DemoBackends, serve_control};
+
+    let backends = DemoBackends::start().await.unwrap();
+    let config = backends.config("127.0.0.1:0".parse().unwrap()).unwrap();
+    assert_eq!(
+        config.pools.len(),
+        3,
+        "paid_servers, free_servers, web_servers"
+    );
+    let gw = common::RunningGateway::start(config).await.unwrap();
+    let control = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let control_addr = control.local_addr().unwrap();
+    tokio::spawn(serve_control(
+        control,
+        Arc::new(tokio::sync::Mutex::new(backends)),
+    ));
+    let client = Client::new(gw.addr());
+    let ctl = Client::new(control_addr);
+    let post = |path: &str| Request::post(path).body(Full::default()).unwrap();
+
+    // Distinct paths, slow pace: the demo runs the article's guards too.
+    let mut n = 0;
+    let mut paid = || {
+        n += 1;
+        format!("/paid_user/file{n}.bin")
+    };
+    assert_eq!(backend_of(&client, &paid()).await, "paid_one");
+    let seen = split(&client, "/", 2).await;
+    assert_eq!((seen["webserver_one"], seen["webserver_two"]), (1, 1));
+    assert_eq!(backend_of(&client, "/free_user/a.bin").await, "free_one");
+
+    let res = ctl.request(post("/stop/paid_one")).await.unwrap();
+    assert_eq!(
+        (res.status, res.text()),
+        (StatusCode::OK, "paid_one stopped\n".into())
+    );
+    assert!(
+        ctl.get("/")
+            .await
+            .unwrap()
+            .text()
+            .lines()
+            .any(|l| l.starts_with("paid_one") && l.ends_with("stopped"))
+    );
+    for _ in 0..3 {
+        assert_eq!(backend_of(&client, &paid()).await, "paid_two");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let res = ctl.request(post("/start/paid_one")).await.unwrap();
+    assert_eq!(
+        (res.status, res.text()),
+        (StatusCode::OK, "paid_one started\n".into())
+    );
+    // The seed cluster checks every 5 s: back within one interval (plus a margin).
+    let started = Instant::now();
+    while backend_of(&client, &paid()).await != "paid_one" {
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "paid_one not back within the health interval"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    assert_eq!(
+        ctl.request(post("/stop/nobody")).await.unwrap().status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        ctl.get("/stop/paid_one").await.unwrap().status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+}
