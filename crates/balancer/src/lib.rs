@@ -41,10 +41,10 @@
 //! - After its retry time, an Apache worker takes all requests again at once; here one
 //!   request tries it while the others keep going elsewhere, so a member that is still
 //!   down costs one failed connect per retry time, which the client does not see.
-//! - Apache answers the failing request with 503 when its connection fails and does not
-//!   try another member in the same request unless `maxattempts` says so; here the next
-//!   usable member is tried at once. Apache never resends a request that reached a
-//!   member; here idempotent requests with empty bodies are (configurable).
+//! - As in Apache (whose `maxattempts` defaults to one less than the members), a failed
+//!   connection goes on to the next member within the same request. Apache never resends
+//!   a request that reached a member; here idempotent requests with empty bodies are
+//!   (configurable).
 //! - A `failonstatus` answer is passed to the client in Apache; here the request goes to
 //!   another member when it may be resent, and the answer is passed on only when not.
 //! - `bybusyness` counts a request until its response headers arrive (Apache: until the
