@@ -33,6 +33,12 @@ pub struct Config {
     /// The admin listener: status page, JSON, metrics (off when absent).
     #[serde(default)]
     pub admin: Option<crate::admin::AdminConfig>,
+    /// TLS listeners and certificates (mod_ssl).
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// How `https://` upstreams are verified (`SSLProxyCACertificateFile`, `SSLProxyVerify`).
+    #[serde(default)]
+    pub upstream_tls: UpstreamTlsConfig,
     /// `[limits]`: request line, header field and body limits (`LimitRequest*`).
     #[serde(default)]
     pub limits: Limits,
@@ -59,11 +65,77 @@ pub struct Config {
     pub error_log: crate::error_log::ErrorLogConfig,
 }
 
+/// `[upstream_tls]`: verification of `https://` upstreams.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// PEM file with the CA certificates upstream certificates must chain to, instead of
+    /// the system's roots (`SSLProxyCACertificateFile`).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Accept any upstream certificate, for any name (`SSLProxyVerify none` with
+    /// `SSLProxyCheckPeerName off`): anybody between the gateway and the upstream can
+    /// then read and change the traffic. Logged as a warning at start.
+    #[serde(default)]
+    pub danger_accept_invalid_certs: bool,
+}
+
+impl UpstreamTlsConfig {
+    /// The verification these settings ask for.
+    pub fn build(&self) -> Result<towergate_proxy::UpstreamTls, String> {
+        use towergate_proxy::UpstreamTls;
+        match (&self.ca_file, self.danger_accept_invalid_certs) {
+            (Some(_), true) => Err(
+                "upstream_tls: ca_file and danger_accept_invalid_certs exclude each other; keep one"
+                    .into(),
+            ),
+            (Some(path), false) => {
+                UpstreamTls::from_ca_file(path).map_err(|e| format!("upstream_tls.ca_file: {e}"))
+            }
+            (None, true) => Ok(UpstreamTls::danger_accept_invalid_certs()),
+            (None, false) => Ok(UpstreamTls::system_roots()),
+        }
+    }
+}
+
+/// `[server.http2]`: HTTP/2 from clients (ALPN `h2` on TLS listeners, prior-knowledge
+/// cleartext `h2c` on plain ones). The largest header list comes from `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http2Config {
+    /// Serve HTTP/2 at all.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// Streams one connection may have open at once (nginx `http2_max_concurrent_streams`).
+    #[serde(default = "defaults::h2_max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+    /// Streams a client may open and reset before they are accepted, before the
+    /// connection is closed (rapid-reset flood protection, CVE-2023-44487).
+    #[serde(default = "defaults::h2_max_pending_accept_reset_streams")]
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams the server may have to reset because of client errors before the
+    /// connection is closed (reset-flood protection, CVE-2019-9514 and kin).
+    #[serde(default = "defaults::h2_max_local_error_reset_streams")]
+    pub max_local_error_reset_streams: usize,
+}
+
+impl Default for Http2Config {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_concurrent_streams: defaults::h2_max_concurrent_streams(),
+            max_pending_accept_reset_streams: defaults::h2_max_pending_accept_reset_streams(),
+            max_local_error_reset_streams: defaults::h2_max_local_error_reset_streams(),
+        }
+    }
+}
+
 /// `[server]`: how the gateway listens and forwards.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Addresses to listen on (Apache `Listen`).
+    /// Addresses to listen on (Apache `Listen`); may be empty when `[tls] listen` names some.
+    #[serde(default)]
     pub listen: Vec<SocketAddr>,
     /// The names this server answers to (`ServerName`, `ServerAlias`), without port.
     /// An absolute-form request target naming another host is refused.
@@ -90,6 +162,13 @@ pub struct ServerConfig {
     /// Where `towergate run` writes its process id, for `towergate reload` (Apache `PidFile`).
     #[serde(default)]
     pub pid_file: Option<PathBuf>,
+    /// How long an upgraded connection (WebSocket) may carry no byte either way before
+    /// it is closed.
+    #[serde(default = "defaults::tunnel_idle_timeout", with = "duration")]
+    pub tunnel_idle_timeout: Duration,
+    /// HTTP/2 from clients.
+    #[serde(default)]
+    pub http2: Http2Config,
     /// The `Server` header of every answer (ModSecurity's `SecServerSignature`); without it
     /// answers carry no `Server` header at all, the backends' included.
     #[serde(default)]
@@ -217,6 +296,18 @@ mod defaults {
     pub fn yes() -> bool {
         true
     }
+    pub fn tunnel_idle_timeout() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn h2_max_concurrent_streams() -> u32 {
+        128
+    }
+    pub fn h2_max_pending_accept_reset_streams() -> usize {
+        20
+    }
+    pub fn h2_max_local_error_reset_streams() -> usize {
+        1024
+    }
 }
 
 /// Human durations: `"180s"`, `"2m"`, `"1h 30m"`, `"250ms"`.
@@ -291,24 +382,50 @@ impl Config {
 
     /// Parses and checks config text; `file` names it in errors.
     pub fn from_toml(text: &str, file: &Path) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
             let message = e.message().trim().to_owned();
             ConfigError::at(file, text, e.span().map(|s| s.start), message)
         })?;
+        // File names in the config are relative to the config file.
+        let base = file.parent().unwrap_or(Path::new(""));
+        if let Some(tls) = &mut config.tls {
+            tls.resolve_paths(base);
+        }
+        if let Some(ca) = &mut config.upstream_tls.ca_file {
+            if ca.is_relative() {
+                *ca = base.join(&*ca);
+            }
+        }
         config.check(text, file)?;
         Ok(config)
     }
 
     /// Checks that span several values.
     fn check(&self, text: &str, file: &Path) -> Result<(), ConfigError> {
-        if self.server.listen.is_empty() {
+        let tls_listens = self.tls.as_ref().is_some_and(|t| !t.listen.is_empty());
+        if self.server.listen.is_empty() && !tls_listens {
             return Err(ConfigError::at(
                 file,
                 text,
                 None,
-                "server.listen: name at least one address, e.g. [\"0.0.0.0:80\"]",
+                "server.listen: name at least one address, e.g. [\"0.0.0.0:80\"] (or TLS ones in [tls] listen)",
             ));
         }
+        if let Some(tls) = &self.tls {
+            if tls.listen.is_empty() {
+                return Err(ConfigError::at(
+                    file,
+                    text,
+                    None,
+                    "tls.listen: name at least one address, e.g. [\"0.0.0.0:443\"]",
+                ));
+            }
+            crate::tls::load(tls, self.server.http2.enabled)
+                .map_err(|e| ConfigError::at(file, text, None, e.to_string()))?;
+        }
+        self.upstream_tls
+            .build()
+            .map_err(|e| ConfigError::at(file, text, None, e))?;
         for (i, route) in self.routes.iter().enumerate() {
             let prefix = route.prefix.get_ref().0.trim_end_matches('/');
             if let Some(first) = self.routes[..i]

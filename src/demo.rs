@@ -82,6 +82,16 @@ impl DemoBackends {
         config.error_log.path = None;
         Ok(config)
     }
+
+    /// The config file at `path` pointed at these backends and listening on `listen`
+    /// (its `[tls]` listeners as written; file names relative to the file, as always).
+    pub fn config_file(&self, path: &Path, listen: SocketAddr) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        let mut config = Config::from_toml(&self.substitute(&text), path)?;
+        config.server.listen = vec![listen];
+        Ok(config)
+    }
 }
 
 /// The demo's control endpoint: stop and start backends to watch failover and fall-back.
@@ -178,6 +188,17 @@ impl DemoBackends {
                 )
             })
             .collect()
+    }
+}
+
+/// How to try TLS, printed under the banner; with the TLS listeners when there are some.
+pub fn tls_hint(tls: &[SocketAddr]) -> String {
+    match tls.first() {
+        Some(addr) => format!(
+            "TLS on {addr} (HTTP/2 by ALPN):\n  curl -si --cacert examples/tls/localhost.pem https://localhost:{port}/news_rss/today\n",
+            port = addr.port()
+        ),
+        None => "TLS with a self-signed certificate (HTTP/2 by ALPN; plain HTTP/2 works already:\n`curl --http2-prior-knowledge`):\n  towergate gen-cert --cert examples/tls/localhost.pem --key examples/tls/localhost-key.pem localhost\n  towergate demo --config examples/tls.toml\n".to_owned(),
     }
 }
 

@@ -18,9 +18,10 @@ use towergate_access_log::LogWriter;
 use crate::admin::Admin;
 use crate::carry::Carryover;
 use crate::config::Config;
-use crate::server::{ServerOptions, serve};
+use crate::server::{ServerOptions, Transport, serve};
 use crate::stack;
 use crate::status::Status;
+use crate::tls::{self, Certificates};
 
 type Reloader = Box<dyn Fn(&Config) -> anyhow::Result<()> + Send + Sync>;
 
@@ -31,6 +32,10 @@ pub struct RunningGateway {
     status: Arc<ArcSwap<Status>>,
     listen: Vec<SocketAddr>,
     admin_listen: Option<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
+    redirect_addrs: Vec<SocketAddr>,
+    tls_listen: (Vec<SocketAddr>, Vec<SocketAddr>),
+    certificates: Option<Certificates>,
     stop: watch::Sender<bool>,
     servers: JoinSet<()>,
     carry: Arc<Carryover>,
@@ -63,6 +68,22 @@ impl RunningGateway {
             .iter()
             .map(|l| l.local_addr())
             .collect::<Result<Vec<_>, _>>()?;
+        let certificates = match &config.tls {
+            Some(t) => Some(Certificates::new(tls::load(
+                t,
+                config.server.http2.enabled,
+            )?)),
+            None => None,
+        };
+        let tls_listen = tls_listen(&config);
+        let tls_listeners = bind(&tls_listen.0).await?;
+        let redirect_listeners = bind(&tls_listen.1).await?;
+        let local = |ls: &[TcpListener]| {
+            ls.iter()
+                .map(|l| l.local_addr())
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let (tls_addrs, redirect_addrs) = (local(&tls_listeners)?, local(&redirect_listeners)?);
         let admin_listener = match &config.admin {
             Some(admin) => Some(
                 TcpListener::bind(admin.listen)
@@ -124,6 +145,7 @@ impl RunningGateway {
         let opts = ServerOptions {
             header_read_timeout: config.server.header_read_timeout,
             grace_period: config.server.grace_period,
+            http2: config.server.http2.clone(),
             limits: server_limits,
         };
         let mut servers = JoinSet::new();
@@ -132,8 +154,36 @@ impl RunningGateway {
                 listener,
                 current.clone(),
                 opts.clone(),
+                Transport::Plain,
                 stopped.clone(),
             ));
+        }
+        if let Some(certificates) = &certificates {
+            for listener in tls_listeners {
+                servers.spawn(serve(
+                    listener,
+                    current.clone(),
+                    opts.clone(),
+                    Transport::Tls(certificates.clone()),
+                    stopped.clone(),
+                ));
+            }
+            let https_port = tls_addrs.first().map_or(443, |a| a.port());
+            let names: Arc<[String]> = config.server.names.clone().into();
+            let redirect = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                std::future::ready(Ok::<_, std::convert::Infallible>(tls::redirect_to_https(
+                    &req, https_port, &names,
+                )))
+            });
+            for listener in redirect_listeners {
+                servers.spawn(serve(
+                    listener,
+                    redirect.clone(),
+                    opts.clone(),
+                    Transport::Plain,
+                    stopped.clone(),
+                ));
+            }
         }
         if let (Some(listener), Some(admin)) = (admin_listener, &config.admin) {
             let admin = Admin::new(status.clone(), &admin.allow);
@@ -141,6 +191,12 @@ impl RunningGateway {
         }
         for addr in &addrs {
             tracing::info!(%addr, "listening");
+        }
+        for addr in &tls_addrs {
+            tracing::info!(%addr, "listening (TLS)");
+        }
+        for addr in &redirect_addrs {
+            tracing::info!(%addr, "listening (redirects to https)");
         }
         if let Some(addr) = admin_addr {
             tracing::info!(%addr, "admin listener (status page, /status.json, /metrics)");
@@ -151,6 +207,10 @@ impl RunningGateway {
             status,
             listen: config.server.listen.clone(),
             admin_listen: config.admin.as_ref().map(|a| a.listen),
+            tls_addrs,
+            redirect_addrs,
+            tls_listen,
+            certificates,
             stop,
             servers,
             carry,
@@ -182,9 +242,22 @@ impl RunningGateway {
         self.status.load_full()
     }
 
-    /// The first listen address.
+    /// The first listen address (the first TLS one when there is no plain listener).
     pub fn addr(&self) -> SocketAddr {
-        self.addrs[0]
+        self.addrs
+            .first()
+            .copied()
+            .unwrap_or_else(|| self.tls_addrs[0])
+    }
+
+    /// The bound TLS listen addresses (`[tls] listen`), in config order.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
+    }
+
+    /// The bound redirect-to-https addresses (`[tls] redirect_http`), in config order.
+    pub fn redirect_addrs(&self) -> &[SocketAddr] {
+        &self.redirect_addrs
     }
 
     /// The access log's writer, when `[access_log]` is on: to [`flush`](LogWriter::flush)
@@ -219,7 +292,23 @@ impl RunningGateway {
                 "server.listen or admin.listen changed; listeners are bound at start, so that takes a restart"
             );
         }
+        if tls_listen(config) != self.tls_listen
+            || config.tls.is_some() != self.certificates.is_some()
+        {
+            anyhow::bail!(
+                "tls.listen or tls.redirect_http changed (or [tls] was added or removed); listeners are bound at start, so that takes a restart"
+            );
+        }
+        // Certificates are read before the stack is swapped, so a bad file refuses the
+        // whole reload; they are swapped in after it, so both change together.
+        let certificates = match (&self.certificates, &config.tls) {
+            (Some(_), Some(t)) => Some(tls::load(t, config.server.http2.enabled)?),
+            _ => None,
+        };
         (self.reloader)(config)?;
+        if let (Some(current), Some(new)) = (&self.certificates, certificates) {
+            current.replace(new);
+        }
         tracing::info!(generation = self.generation(), "configuration reloaded");
         Ok(())
     }
@@ -278,6 +367,24 @@ impl Drop for RunningGateway {
         let _ = self.stop.send(true);
         self.servers.abort_all();
     }
+}
+
+/// The TLS and redirect listen addresses of `config`.
+fn tls_listen(config: &Config) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+    config.tls.as_ref().map_or_else(Default::default, |t| {
+        (t.listen.clone(), t.redirect_http.clone())
+    })
+}
+
+async fn bind(addrs: &[SocketAddr]) -> anyhow::Result<Vec<TcpListener>> {
+    let mut listeners = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
 }
 
 fn spawn_all(work: Vec<stack::Background>) {

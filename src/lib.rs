@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod server;
 pub mod stack;
 pub mod status;
+pub mod tls;
 
 pub use config::{Config, ConfigError};
 pub use gateway::RunningGateway;

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use towergate::demo::{DemoBackends, banner, control_help, serve_control};
+use towergate::demo::{DemoBackends, banner, control_help, serve_control, tls_hint};
 use towergate::error_log::{self, ErrorLogConfig};
 use towergate::{Config, RunningGateway};
 
@@ -56,6 +56,22 @@ enum Command {
         /// Where the control endpoint listens (stop and start demo backends).
         #[arg(long, default_value = "127.0.0.1:8081")]
         control: SocketAddr,
+        /// Run this config instead of the article's (its `*.domain.lan` backends are the
+        /// demo's), e.g. examples/tls.toml.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Write a self-signed certificate and its key (PEM), to try TLS out.
+    GenCert {
+        /// Host names the certificate is valid for.
+        #[arg(default_value = "localhost")]
+        names: Vec<String>,
+        /// Where the certificate goes.
+        #[arg(long, default_value = "localhost.pem")]
+        cert: PathBuf,
+        /// Where the private key goes.
+        #[arg(long, default_value = "localhost-key.pem")]
+        key: PathBuf,
     },
 }
 
@@ -115,19 +131,29 @@ fn main() -> ExitCode {
                 gateway.run_until_signal().await
             }))
         }
-        Command::Demo { listen, control } => exit(runtime().block_on(async {
+        Command::Demo {
+            listen,
+            control,
+            config,
+        } => exit(runtime().block_on(async {
             let backends = DemoBackends::start().await?;
-            let gateway = RunningGateway::start(backends.config(listen)?).await?;
+            let config = match config {
+                Some(path) => backends.config_file(&path, listen)?,
+                None => backends.config(listen)?,
+            };
+            let gateway = RunningGateway::start(config).await?;
             let control_listener = tokio::net::TcpListener::bind(control)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {control} (--control): {e}"))?;
             let control = control_listener.local_addr()?;
             println!("{}", banner(gateway.addr(), &backends));
             println!("{}", control_help(control));
+            println!("{}", tls_hint(gateway.tls_addrs()));
             let backends = std::sync::Arc::new(tokio::sync::Mutex::new(backends));
             tokio::spawn(serve_control(control_listener, backends));
             gateway.run_until_signal().await
         })),
+        Command::GenCert { names, cert, key } => exit(gen_cert(&names, &cert, &key)),
     }
 }
 
@@ -188,6 +214,43 @@ fn import_apache(httpd_conf: &Path, output: Option<&Path>) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+fn gen_cert(names: &[String], cert: &Path, key: &Path) -> anyhow::Result<()> {
+    for path in [cert, key] {
+        anyhow::ensure!(
+            !path.exists(),
+            "{} exists; remove it or name another file",
+            path.display()
+        );
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+    }
+    let (cert_pem, key_pem) = towergate::tls::self_signed(names)?;
+    std::fs::write(cert, cert_pem).with_context(|| format!("cannot write {}", cert.display()))?;
+    write_private(key, &key_pem).with_context(|| format!("cannot write {}", key.display()))?;
+    println!(
+        "wrote {} and {} (self-signed, for {}); clients must be told to trust it, e.g. curl --cacert {}",
+        cert.display(),
+        key.display(),
+        names.join(", "),
+        cert.display()
+    );
+    Ok(())
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(text.as_bytes())
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -1,5 +1,7 @@
-//! The accept loop: HTTP/1.1 keep-alive (and HTTP/2) connections served by hyper-util,
-//! with a header-read timeout, parser ceilings from `[limits]`, and graceful shutdown.
+//! The accept loop: HTTP/1.1 keep-alive and HTTP/2 connections served by hyper-util, in
+//! cleartext (HTTP/2 by prior knowledge, `h2c`) or over TLS (HTTP/2 by ALPN), with a
+//! header-read timeout, parser ceilings from `[limits]`, HTTP/2 stream and reset limits,
+//! and graceful shutdown.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,7 +21,11 @@ use tokio::sync::watch;
 use tower::{Service, ServiceExt};
 use towergate_access_log::LocalAddr;
 use towergate_client_addr::PeerAddr;
+use towergate_proxy::FrontTls;
 use towergate_request_limits::ServerLimits;
+
+use crate::config::Http2Config;
+use crate::tls::Certificates;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -34,6 +40,17 @@ pub struct ServerOptions {
     /// while it is read (431, or 414 for a giant target) instead of being buffered. A reload
     /// stores new ones; connections accepted from then on use them.
     pub limits: Arc<ArcSwap<ServerLimits>>,
+    /// HTTP/2 settings.
+    pub http2: Http2Config,
+}
+
+/// What a listener speaks.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// Cleartext HTTP/1.1, and HTTP/2 by prior knowledge.
+    Plain,
+    /// TLS with these certificates; HTTP/2 by ALPN. Requests carry [`FrontTls`].
+    Tls(Certificates),
 }
 
 /// The hyper-util connection builder for these options and parser ceilings.
@@ -52,16 +69,25 @@ pub fn connection_builder(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(limits.h2_max_header_list_size);
-    builder
+        .max_header_list_size(limits.h2_max_header_list_size)
+        .max_concurrent_streams(opts.http2.max_concurrent_streams)
+        .max_pending_accept_reset_streams(opts.http2.max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(opts.http2.max_local_error_reset_streams);
+    if opts.http2.enabled {
+        builder
+    } else {
+        builder.http1_only()
+    }
 }
 
 /// Serves `listener` with `service` until `shutdown` turns true, then stops accepting and
-/// gives connections the grace period to finish their requests.
+/// gives connections the grace period to finish their requests. A TLS handshake must
+/// complete within the header-read timeout.
 pub async fn serve<S, B>(
     listener: TcpListener,
     service: S,
     opts: ServerOptions,
+    transport: Transport,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
@@ -74,7 +100,7 @@ pub async fn serve<S, B>(
     B::Error: Into<BoxError>,
 {
     let mut limits = **opts.limits.load();
-    let mut builder = connection_builder(&opts, &limits);
+    let mut builder = Arc::new(connection_builder(&opts, &limits));
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -94,17 +120,49 @@ pub async fn serve<S, B>(
         let current = **opts.limits.load();
         if current != limits {
             limits = current;
-            builder = connection_builder(&opts, &limits);
+            builder = Arc::new(connection_builder(&opts, &limits));
         }
-        let conn = builder
-            .serve_connection_with_upgrades(
-                TokioIo::new(stream),
-                per_peer(service.clone(), peer, local),
-            )
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let certificates = match &transport {
+            Transport::Plain => {
+                let conn = builder
+                    .serve_connection_with_upgrades(
+                        TokioIo::new(stream),
+                        per_peer(service.clone(), peer, local, false),
+                    )
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+                continue;
+            }
+            Transport::Tls(certificates) => certificates,
+        };
+        // The handshake runs in the connection's own task, so a slow client never holds
+        // up the accept loop.
+        let acceptor = tokio_rustls::TlsAcceptor::from(certificates.current());
+        let (builder, service, watcher) = (builder.clone(), service.clone(), graceful.watcher());
+        let handshake_timeout = opts.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let stream =
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let conn = builder.serve_connection_with_upgrades(
+                TokioIo::new(stream),
+                per_peer(service, peer, local, true),
+            );
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
@@ -125,11 +183,13 @@ pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 }
 
 /// A hyper service for one connection: tags each request with the peer address (and the
-/// local one, for the access log's `%A` and `%p`).
+/// local one, for the access log's `%A` and `%p`), and those that came over TLS with
+/// [`FrontTls`].
 fn per_peer<S, B>(
     service: S,
     peer: SocketAddr,
     local: Option<SocketAddr>,
+    tls: bool,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response<B>,
@@ -144,6 +204,9 @@ where
         req.extensions_mut().insert(PeerAddr(peer));
         if let Some(local) = local {
             req.extensions_mut().insert(LocalAddr(local));
+        }
+        if tls {
+            req.extensions_mut().insert(FrontTls);
         }
         service.clone().oneshot(req)
     })

@@ -42,6 +42,18 @@ pub struct Stack<S> {
     pub access_log: Option<LogWriter>,
 }
 
+/// How `https://` upstreams are verified; skipping verification is logged loudly.
+fn upstream_tls(config: &Config) -> anyhow::Result<towergate_proxy::UpstreamTls> {
+    let tls = config.upstream_tls.build().map_err(anyhow::Error::msg)?;
+    if tls.is_dangerous() {
+        tracing::warn!(
+            target: "towergate",
+            "upstream_tls.danger_accept_invalid_certs = true: certificates of https upstreams are NOT verified; anybody on the path can read and change that traffic"
+        );
+    }
+    Ok(tls)
+}
+
 /// Builds the service for `config`, and the background work it needs. Parts that must
 /// survive a reload (pool health, block lists) are taken from `carry`.
 pub fn build(
@@ -74,6 +86,8 @@ pub fn build(
         idle_timeout: server.upstream_idle_timeout,
         max_idle_per_host: 256,
         preserve_host: server.preserve_host,
+        tunnel_idle_timeout: server.tunnel_idle_timeout,
+        upstream_tls: Some(upstream_tls(config)?),
     });
 
     // Pools outlive a reload whose config leaves them unchanged: health and counters stay.

@@ -11,15 +11,18 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use pin_project_lite::pin_project;
+use rustls::ClientConfig;
 use tower_service::Service;
 
 use crate::error::{ForwardError, ForwardErrorKind};
 use crate::headers::{ReverseMap, remove_hop_by_hop, set_forwarded};
-use crate::{RouteInfo, Upstream};
+use crate::upgrade::{PendingUpgrade, restore_response_headers};
+use crate::{RouteInfo, Upstream, UpstreamTls};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -51,6 +54,12 @@ pub struct ForwardConfig {
     pub max_idle_per_host: usize,
     /// Send the client's `Host` to the upstream (Apache `ProxyPreserveHost On`).
     pub preserve_host: bool,
+    /// How long an upgraded connection (WebSocket) may go without a byte in either
+    /// direction before it is closed.
+    pub tunnel_idle_timeout: Duration,
+    /// How `https://` upstreams are verified; `None`: against the system's root
+    /// certificates ([`UpstreamTls::system_roots`]).
+    pub upstream_tls: Option<UpstreamTls>,
 }
 
 impl Default for ForwardConfig {
@@ -61,6 +70,8 @@ impl Default for ForwardConfig {
             idle_timeout: Duration::from_secs(90),
             max_idle_per_host: 256,
             preserve_host: true,
+            tunnel_idle_timeout: Duration::from_secs(300),
+            upstream_tls: None,
         }
     }
 }
@@ -72,8 +83,12 @@ impl Default for ForwardConfig {
 /// is preserved or replaced, redirects into the upstream are mapped back to the front.
 /// Errors are returned, not answered, so a balancer can retry what was never sent; turn
 /// them into responses with [`ForwardError::to_response`].
+///
+/// `https://` upstreams are reached over TLS as [`ForwardConfig::upstream_tls`] says, with
+/// SNI from the upstream's host; HTTP/1.1 `Upgrade` requests (WebSocket) are tunnelled
+/// when the upstream switches protocols (see [`Tunnel`](crate::Tunnel)).
 pub struct Forward<B> {
-    client: Client<HttpConnector, B>,
+    client: Client<HttpsConnector<HttpConnector>, B>,
     config: Arc<ForwardConfig>,
 }
 
@@ -97,6 +112,16 @@ where
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
         connector.set_keepalive(Some(Duration::from_secs(60)));
+        connector.enforce_http(false);
+        let tls = config
+            .upstream_tls
+            .clone()
+            .unwrap_or_else(UpstreamTls::system_roots);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(ClientConfig::clone(tls.client_config()))
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(config.idle_timeout)
@@ -142,8 +167,12 @@ where
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
         let peer = towergate_client_addr::peer_ip(&parts.extensions);
+        let upgrade = PendingUpgrade::take(&mut parts, self.config.tunnel_idle_timeout);
 
         remove_hop_by_hop(&mut parts.headers);
+        if let Some(upgrade) = &upgrade {
+            upgrade.restore_request_headers(&mut parts.headers);
+        }
         set_forwarded(&mut parts.headers, peer, front_host.as_ref(), tls);
         match (&front_host, self.config.preserve_host) {
             (Some(host), true) => parts.headers.insert(header::HOST, host.clone()),
@@ -165,6 +194,7 @@ where
                 target: Some(target),
                 front_host,
                 tls,
+                upgrade,
             },
         }
     }
@@ -189,6 +219,7 @@ pin_project! {
             target: Option<Target>,
             front_host: Option<HeaderValue>,
             tls: bool,
+            upgrade: Option<PendingUpgrade>,
         },
     }
 }
@@ -197,7 +228,7 @@ impl Future for ForwardFuture {
     type Output = Result<Response<Incoming>, ForwardError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let (sent, target, front_host, tls) = match self.project().state.project() {
+        let (sent, target, front_host, tls, upgrade) = match self.project().state.project() {
             StateProj::NoTarget => {
                 return Poll::Ready(Err(ForwardError::new(ForwardErrorKind::NoTarget, None)));
             }
@@ -206,13 +237,18 @@ impl Future for ForwardFuture {
                 target,
                 front_host,
                 tls,
-            } => (sent, target, front_host, *tls),
+                upgrade,
+            } => (sent, target, front_host, *tls, upgrade),
         };
         let result = ready!(sent.poll(cx));
         let target = target.take().expect("polled after completion");
         Poll::Ready(match result {
             Ok(Ok(mut res)) => {
+                let switched = upgrade.take().and_then(|u| u.switch(&mut res, &target));
                 remove_hop_by_hop(res.headers_mut());
+                if let Some(protocol) = switched {
+                    restore_response_headers(res.headers_mut(), protocol);
+                }
                 rewrite_redirects(&mut res, &target, front_host.as_ref(), tls);
                 Ok(res)
             }

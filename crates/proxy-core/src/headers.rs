@@ -25,7 +25,8 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 static URI_HEADER: HeaderName = HeaderName::from_static("uri");
 
 /// Removes hop-by-hop headers, those named in `Connection` first, then the fixed set
-/// (RFC 9110 section 7.6.1). `Upgrade` goes too: upgrades are not forwarded.
+/// (RFC 9110 section 7.6.1). `Upgrade` goes too; [`Forward`](crate::Forward) puts it back
+/// (with `Connection: upgrade`) on the upgrade requests it tunnels.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers

@@ -43,7 +43,9 @@ mod forward;
 pub mod headers;
 mod path;
 mod route;
+mod upgrade;
 mod upstream;
+mod upstream_tls;
 
 pub use body::ProxyBody;
 pub use canonical::{CanonicalRequest, CanonicalRequestLayer, Refusal};
@@ -51,4 +53,6 @@ pub use error::{ForwardError, ForwardErrorKind, status_response};
 pub use forward::{Forward, ForwardConfig, ForwardFuture, FrontTls, Target};
 pub use path::{PathError, normalize_path};
 pub use route::{Route, RouteInfo, RouteTable};
+pub use upgrade::Tunnel;
 pub use upstream::{Upstream, UpstreamError};
+pub use upstream_tls::{UpstreamTls, UpstreamTlsError};

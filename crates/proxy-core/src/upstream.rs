@@ -27,8 +27,8 @@ pub enum UpstreamError {
     /// Not a URL at all.
     #[error("`{0}` is not a valid URL")]
     Invalid(String),
-    /// Only `http` is forwarded to.
-    #[error("`{0}`: the scheme must be http")]
+    /// Only `http` and `https` are forwarded to.
+    #[error("`{0}`: the scheme must be http or https")]
     Scheme(String),
     /// No host in the URL.
     #[error("`{0}` has no host")]
@@ -39,7 +39,7 @@ pub enum UpstreamError {
 }
 
 impl Upstream {
-    /// Parses an upstream URL: `http://host[:port][/base/path]`.
+    /// Parses an upstream URL: `http://host[:port][/base/path]` or `https://...`.
     pub fn parse(url: &str) -> Result<Self, UpstreamError> {
         let uri: Uri = url
             .parse()
@@ -48,7 +48,7 @@ impl Upstream {
             .scheme()
             .cloned()
             .ok_or_else(|| UpstreamError::Invalid(url.to_owned()))?;
-        if scheme != Scheme::HTTP {
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
             return Err(UpstreamError::Scheme(url.to_owned()));
         }
         let authority = uri
@@ -74,6 +74,11 @@ impl Upstream {
     /// The URL as configured.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// True for an `https://` upstream.
+    pub fn is_https(&self) -> bool {
+        self.scheme == Scheme::HTTPS
     }
 
     /// The `host[:port]` part.
