@@ -444,6 +444,7 @@ fn faulty_member(ctx: &Ctx, mode: Mode) -> anyhow::Result<Table> {
             "whole 2xx",
             "failed (kinds)",
             "failed in the second half",
+            "waited over 1 s",
             "p50",
             "p99",
             "max",
@@ -476,6 +477,11 @@ fn faulty_member(ctx: &Ctx, mode: Mode) -> anyhow::Result<Table> {
             all.ok.to_string(),
             format!("{} ({})", all.errors(), all.error_kinds()),
             format!("{} of {}", late.errors(), late.total),
+            samples
+                .iter()
+                .filter(|s| s.end_ms - s.start_ms > 1000.0)
+                .count()
+                .to_string(),
             ms(all.p50_ms),
             ms(all.p99_ms),
             ms(all.max_ms),

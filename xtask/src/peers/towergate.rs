@@ -303,9 +303,10 @@ fn check(o: &Options<'_>, text: &str) -> anyhow::Result<Result<(), String>> {
     }
 }
 
-/// The command that serves `conf`.
+/// The command that serves `conf`, logging at the config's level (a `RUST_LOG` of the
+/// caller's would override it).
 pub fn command(bin: &Path, conf: &Path) -> Command {
     let mut cmd = Command::new(bin);
-    cmd.arg("run").arg("-c").arg(conf);
+    cmd.arg("run").arg("-c").arg(conf).env_remove("RUST_LOG");
     cmd
 }
