@@ -322,7 +322,10 @@ async fn sigusr1_reopens_both_logs_after_rotation() {
     // The access log's writer thread recreates the file as it reopens it.
     let start = Instant::now();
     while !access.exists() {
-        assert!(start.elapsed() < Duration::from_secs(20), "access log not reopened");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "access log not reopened"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(c.get("/after").await.unwrap().status, 200);
