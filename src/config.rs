@@ -48,6 +48,10 @@ pub struct Config {
     /// `[acl]`: allow/deny by client address (`Order`, `Allow from`, `Deny from`).
     #[serde(default)]
     pub acl: towergate_acl::AclConfig,
+    /// `[evasive]`: per-client flood blocking (mod_evasive's `DOS*` directives); off when
+    /// absent.
+    #[serde(default)]
+    pub evasive: Option<towergate_evasive::EvasiveConfig>,
     /// `[charfilter]`: path character rules (the article's `RewriteRule ... [F]`).
     #[serde(default)]
     pub charfilter: towergate_charfilter::CharFilterConfig,
@@ -426,6 +430,11 @@ impl Config {
         self.upstream_tls
             .build()
             .map_err(|e| ConfigError::at(file, text, None, e))?;
+        if let Some(evasive) = &self.evasive {
+            evasive
+                .build()
+                .map_err(|e| ConfigError::at(file, text, text.find("[evasive]"), e.to_string()))?;
+        }
         for (i, route) in self.routes.iter().enumerate() {
             let prefix = route.prefix.get_ref().0.trim_end_matches('/');
             if let Some(first) = self.routes[..i]

@@ -80,6 +80,7 @@ impl DemoBackends {
             log.0.path = None;
         }
         config.error_log.path = None;
+        whitelist_localhost(&mut config);
         Ok(config)
     }
 
@@ -90,7 +91,16 @@ impl DemoBackends {
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
         let mut config = Config::from_toml(&self.substitute(&text), path)?;
         config.server.listen = vec![listen];
+        whitelist_localhost(&mut config);
         Ok(config)
+    }
+}
+
+/// The flood blocker never counts 127.0.0.1 in the demo, so the printed curl commands keep
+/// working; other loopback addresses (`curl --interface 127.0.0.2`) meet its limits.
+fn whitelist_localhost(config: &mut Config) {
+    if let Some(evasive) = &mut config.evasive {
+        evasive.whitelist.push("127.0.0.1".to_owned());
     }
 }
 
@@ -225,6 +235,12 @@ pub fn banner(front: SocketAddr, backends: &DemoBackends) -> String {
     ] {
         out.push_str(&format!("  curl -si http://{front}{path:<22} # {what}\n"));
     }
+    out.push_str(&format!(
+        "\nflood blocking (mod_evasive, the article's limits; 127.0.0.1 is whitelisted here):\n\
+         \x20 for i in 1 2 3; do curl -s -o /dev/null -w '%{{http_code}}\\n' --interface 127.0.0.2 http://{front}/; done\n\
+         \x20   # 200 200 403: the third request for one page within a second; 127.0.0.2 then\n\
+         \x20   # stays blocked until it has been quiet for 30 s\n"
+    ));
     out.push_str("\nCtrl-C stops everything.\n");
     out
 }

@@ -148,6 +148,11 @@ pub fn build(
         (!config.client_addr.trusted_proxies.is_empty()).then(|| config.client_addr.build());
     let acl = (config.acl != towergate_acl::AclConfig::default()).then(|| config.acl.build());
     let charfilter = (!config.charfilter.rules.is_empty()).then(|| config.charfilter.build());
+    let evasive = config
+        .evasive
+        .as_ref()
+        .map(|c| evasive(c, carry))
+        .transpose()?;
 
     // Always present, empty when unconfigured: it sets the request body type inside.
     let error_pages = match &config.error_pages {
@@ -176,6 +181,7 @@ pub fn build(
         // [layer: acl]
         .option_layer(acl)
         // [layer: evasive]
+        .option_layer(evasive)
         // [layer: charfilter]
         .option_layer(charfilter)
         // [layer: expires]
@@ -187,6 +193,20 @@ pub fn build(
         status,
         access_log: access_log_writer,
     })
+}
+
+/// The `[evasive]` layer. Its table (counts and blocks) and sweeper are carried across
+/// reloads while the section stays the same; a changed section starts a new table.
+fn evasive(
+    c: &towergate_evasive::EvasiveConfig,
+    carry: &Carryover,
+) -> anyhow::Result<towergate_evasive::EvasiveLayer> {
+    let layer =
+        carry.reuse::<towergate_evasive::EvasiveLayer, _>("evasive", &format!("{c:?}"), || {
+            let (layer, sweeper) = c.build()?;
+            Ok((Arc::new(layer), Some(Box::pin(sweeper.run()) as Background)))
+        })?;
+    Ok(towergate_evasive::EvasiveLayer::clone(&layer))
 }
 
 /// The `[access_log]` layer, or a disabled one (it keeps the types). The writer (its file
