@@ -173,3 +173,36 @@ async fn the_demo_whitelists_localhost_and_applies_the_articles_limits_to_others
     }
     assert_eq!(status(&gw, TWO, "/news_rss/today").await, 403);
 }
+
+#[tokio::test]
+async fn blocks_survive_a_reload_that_leaves_the_section_unchanged() {
+    let web = Backend::echo("webserver_one").await.unwrap();
+    let text = |evasive: &str| {
+        format!(
+            "{}{}\n[evasive]\n{evasive}\n",
+            server_section(""),
+            route("/", &web.url())
+        )
+    };
+    let parse = |text: String| {
+        towergate::Config::from_toml(&text, std::path::Path::new("reload.toml")).unwrap()
+    };
+    let gw = start_gateway(&text(ARTICLE)).await;
+    for _ in 0..2 {
+        assert_eq!(status(&gw, TWO, "/").await, 200);
+    }
+    assert_eq!(status(&gw, TWO, "/").await, 403);
+    gw.reload(&parse(text(ARTICLE))).expect("reload");
+    assert_eq!(
+        status(&gw, TWO, "/").await,
+        403,
+        "the block survived the reload"
+    );
+    assert_eq!(status(&gw, THREE, "/").await, 200);
+    // A changed section starts a new table.
+    gw.reload(&parse(text(&format!(
+        "{ARTICLE}whitelist = [\"127.0.0.9\"]\n"
+    ))))
+    .expect("reload");
+    assert_eq!(status(&gw, TWO, "/").await, 200);
+}
