@@ -1,43 +1,4 @@
 //! [`MemoryStore`]: exact sliding-window counts in a sharded table of bounded size.
-//!
-//! # Layout
-//!
-//! Clients are spread over up to 64 shards (of at least 256 clients each) by a keyed
-//! hash of their address (foldhash, randomly seeded); each shard is a `Mutex` around a
-//! hash index and a vector of entries. A request locks one shard for the few hundred
-//! nanoseconds its update takes: there is no global lock.
-//!
-//! An entry holds, for one client:
-//!
-//! - the times (milliseconds) of its last requests to the site, up to `site_count` of
-//!   them, in a ring: the next request is refused when the ring is full and its oldest
-//!   time is within `site_interval`;
-//! - page slots, one per URI it requested recently, each a 64-bit keyed hash of the
-//!   path and the times of its last requests, up to `page_count`: the same rule with
-//!   `page_interval`. A client has at most `site_count` slots (at most
-//!   [`MAX_PAGE_SLOTS`]); a slot whose newest time is older than `page_interval` is free
-//!   for the next URI;
-//! - its block, if any: since, until, reason, requests refused.
-//!
-//! # Bounds
-//!
-//! A shard never holds more than its share of `max_tracked` entries. When a new client
-//! arrives at a full shard, a clock hand (CLOCK, the classic approximation of least
-//! recently used) walks the entries: a client seen again since the hand last passed is
-//! marked unseen and spared, a blocked client is spared, and the first other client is
-//! forgotten. New clients start unseen, so a flood of one-request addresses replaces
-//! itself rather than the clients that come back. If the hand meets only blocked clients
-//! within 64 steps, it forgets the first unblocked client it spared, or else the blocked
-//! client under it. Buffers grow only as a client uses them, are reused for the next
-//! client, and are trimmed by [`Store::sweep`].
-//!
-//! Why the page slots are enough: while `page_interval <= site_interval` and
-//! `site_count <= MAX_PAGE_SLOTS`, a client with `site_count` slots all holding a request
-//! from the last `page_interval` has made `site_count` requests within `site_interval`,
-//! so its next request is refused by the site limit before a slot would have to be
-//! reused. Counting is then exact: no URI is ever forgotten while it still counts.
-//! Outside those conditions a client switching among more URIs than it has slots within
-//! one interval can have a URI's count forgotten (counted low, never high).
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
@@ -69,7 +30,46 @@ const MIN_SHARD_CAPACITY: usize = 256;
 // === impl MemoryStore ===
 
 /// The in-memory [`Store`]: exact per-client sliding windows, at most `max_tracked`
-/// clients. See the [module docs](self) for its layout and bounds.
+/// clients.
+///
+/// # Layout
+///
+/// Clients are spread over up to 64 shards (of at least 256 clients each) by a keyed
+/// hash of their address (foldhash, randomly seeded); each shard is a `Mutex` around a
+/// hash index and a vector of entries. A request locks one shard for the few hundred
+/// nanoseconds its update takes: there is no global lock.
+///
+/// An entry holds, for one client:
+///
+/// - the times (milliseconds) of its last requests to the site, up to `site_count` of
+///   them, in a ring: the next request is refused when the ring is full and its oldest
+///   time is within `site_interval`;
+/// - page slots, one per URI it requested recently, each a 64-bit keyed hash of the
+///   path and the times of its last requests, up to `page_count`: the same rule with
+///   `page_interval`. A client has at most `site_count` slots (at most
+///   [`MAX_PAGE_SLOTS`]); a slot whose newest time is older than `page_interval` is free
+///   for the next URI;
+/// - its block, if any: since, until, reason, requests refused.
+///
+/// # Bounds
+///
+/// A shard never holds more than its share of `max_tracked` entries. When a new client
+/// arrives at a full shard, a clock hand (CLOCK, the classic approximation of least
+/// recently used) walks the entries: a client seen again since the hand last passed is
+/// marked unseen and spared, a blocked client is spared, and the first other client is
+/// forgotten. New clients start unseen, so a flood of one-request addresses replaces
+/// itself rather than the clients that come back. If the hand meets only blocked clients
+/// within 64 steps, it forgets the first unblocked client it spared, or else the blocked
+/// client under it. Buffers grow only as a client uses them, are reused for the next
+/// client, and are trimmed by [`Store::sweep`].
+///
+/// Why the page slots are enough: while `page_interval <= site_interval` and
+/// `site_count <= MAX_PAGE_SLOTS`, a client with `site_count` slots all holding a request
+/// from the last `page_interval` has made `site_count` requests within `site_interval`,
+/// so its next request is refused by the site limit before a slot would have to be
+/// reused. Counting is then exact: no URI is ever forgotten while it still counts.
+/// Outside those conditions a client switching among more URIs than it has slots within
+/// one interval can have a URI's count forgotten (counted low, never high).
 pub struct MemoryStore {
     shards: Box<[Padded]>,
     shard_mask: u64,

@@ -19,7 +19,7 @@ fn rss_bytes() -> u64 {
 
 #[test]
 fn a_million_distinct_clients_stay_within_the_cap() {
-    const CAP: usize = 100_000;
+    const CAP: usize = 50_000;
     let limits = Limits {
         page_count: 2,
         page_interval: Duration::from_secs(1),
