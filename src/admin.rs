@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -63,26 +63,23 @@ impl Admin {
                 page("application/json", status.to_json().to_string())
             }
             (&Method::GET, "/metrics") => page("text/plain; version=0.0.4", status.metrics_text()),
-            (&Method::POST, p) => {
-                let form = req
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                status.action(p, &form)
-            }
+            (&Method::POST, p) => match status.member_action(p) {
+                Ok(done) => {
+                    let mut res = Response::new(Full::new(Bytes::from(format!("{done}\n"))));
+                    *res.status_mut() = StatusCode::SEE_OTHER;
+                    res.headers_mut()
+                        .insert(header::LOCATION, HeaderValue::from_static("/"));
+                    res
+                }
+                Err(why) => {
+                    let mut res = Response::new(Full::new(Bytes::from(format!("{why}\n"))));
+                    *res.status_mut() = StatusCode::NOT_FOUND;
+                    res
+                }
+            },
             _ => text(StatusCode::NOT_FOUND, "404 Not Found\n"),
         };
         Ok(res)
-    }
-}
-
-impl Status {
-    /// Operator actions posted to the admin listener.
-    fn action(&self, path: &str, _form: &[u8]) -> Response<Full<Bytes>> {
-        let _ = path;
-        text(StatusCode::NOT_FOUND, "404 Not Found\n")
     }
 }
 

@@ -254,7 +254,11 @@ pub fn import(text: &str) -> Import {
                     .join(", "),
                 d.line
             )),
-            "doslogdir" => evasive.push(format!("log_dir = {:?}   # line {}", a(0), d.line)),
+            "doslogdir" => evasive.push(format!(
+                "# log_dir = {:?}   # line {}: create the directory, then uncomment",
+                a(0),
+                d.line
+            )),
             "doshashtablesize" => {
                 evasive.push(format!("max_tracked = {}   # line {}", a(0), d.line))
             }
@@ -389,7 +393,7 @@ pub fn import(text: &str) -> Import {
         writeln!(t, "\n[error_pages]").unwrap();
         for (doc, codes) in &error_pages {
             let value = if doc.starts_with("http://") || doc.starts_with("https://") {
-                format!("{{ redirect = {doc:?} }}")
+                format!("{{ url = {doc:?} }}")
             } else if doc.starts_with('/') {
                 format!("{{ path = {doc:?} }}")
             } else {

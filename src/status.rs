@@ -100,8 +100,8 @@ impl Status {
                 snap.unavailable,
                 snap.failovers
             );
-            h.push_str("<table class=pool><tr><th>member</th><th>route</th><th>weight</th><th>intent</th><th>health</th><th>in flight</th><th>requests</th><th>failures</th><th>last error</th></tr>");
-            for m in &snap.members {
+            h.push_str("<table class=pool><tr><th>member</th><th>route</th><th>weight</th><th>intent</th><th>health</th><th>in flight</th><th>requests</th><th>failures</th><th>last error</th><th>operator</th></tr>");
+            for (i, m) in snap.members.iter().enumerate() {
                 let class = match (m.intent, m.usable, m.standby) {
                     (towergate_balancer::Intent::Active, true, false) => "up",
                     (towergate_balancer::Intent::Active, true, true) => "standby",
@@ -110,7 +110,7 @@ impl Status {
                 };
                 let _ = write!(
                     h,
-                    "<tr class={class}><td>{}{}</td><td>{}</td><td>{}</td><td>{:?}</td><td>{:?}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    "<tr class={class}><td>{}{}</td><td>{}</td><td>{}</td><td>{:?}</td><td>{:?}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                     esc(&m.url),
                     if m.standby { " (standby)" } else { "" },
                     esc(m.route.as_deref().unwrap_or("")),
@@ -120,7 +120,8 @@ impl Status {
                     m.in_flight,
                     m.requests,
                     m.failures,
-                    esc(m.last_error.as_deref().unwrap_or(""))
+                    esc(m.last_error.as_deref().unwrap_or("")),
+                    member_actions(&snap.name, i, m.intent)
                 );
             }
             h.push_str("</table>");
@@ -129,6 +130,65 @@ impl Status {
             "<p><a href=status.json>JSON</a> · <a href=metrics>metrics</a></p></body></html>",
         );
         h
+    }
+}
+
+/// The operator's buttons for member `index` of `pool`: forms posting to the admin
+/// listener's `/pools/POOL/members/INDEX/ACTION`.
+fn member_actions(pool: &str, index: usize, intent: towergate_balancer::Intent) -> String {
+    use towergate_balancer::Intent;
+    let mut out = String::new();
+    for (action, label, shown) in [
+        ("drain", "drain", intent == Intent::Active),
+        ("disable", "disable", intent != Intent::Disabled),
+        ("enable", "enable", intent != Intent::Active),
+    ] {
+        if shown {
+            let _ = write!(
+                out,
+                "<form method=post action=\"pools/{}/members/{index}/{action}\" style=display:inline><button>{label}</button></form> ",
+                esc(pool)
+            );
+        }
+    }
+    out
+}
+
+impl Status {
+    /// Applies an operator action posted to `path` (`/pools/POOL/members/INDEX/ACTION`,
+    /// ACTION one of `drain`, `disable`, `enable`). `Ok(description)` or `Err(reason)`.
+    pub fn member_action(&self, path: &str) -> Result<String, String> {
+        use towergate_balancer::Intent;
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let ["pools", pool, "members", index, action] = parts[..] else {
+            return Err(
+                "not an action: use /pools/POOL/members/INDEX/{drain,disable,enable}".into(),
+            );
+        };
+        let intent = match action {
+            "drain" => Intent::Drained,
+            "disable" => Intent::Disabled,
+            "enable" => Intent::Active,
+            _ => {
+                return Err(format!(
+                    "unknown action `{action}`: drain, disable or enable"
+                ));
+            }
+        };
+        let pool = self
+            .pools
+            .iter()
+            .find(|p| p.name() == pool)
+            .ok_or_else(|| format!("no pool `{pool}`"))?;
+        let member = index
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| pool.members().get(i))
+            .ok_or_else(|| format!("pool `{}` has no member {index}", pool.name()))?;
+        let url = member.url().to_owned();
+        pool.set_intent(&url, intent);
+        tracing::warn!(target: "towergate::admin", pool = pool.name(), member = %url, ?intent, "operator changed a member");
+        Ok(format!("{} {url}: {intent:?}", pool.name()))
     }
 }
 

@@ -67,3 +67,57 @@ fn check_reports_a_missing_file() {
             .starts_with("/nonexistent/towergate.toml: cannot read the file")
     );
 }
+
+#[test]
+fn the_articles_httpd_conf_imports_into_a_config_that_checks_and_matches_the_seed_cluster() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/article-httpd.conf"
+    );
+    let out_file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_towergate"))
+        .args(["import-apache", fixture, "-o"])
+        .arg(out_file.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for untranslated in [
+        ":13: ServerRoot",
+        ":35: LoadModule evasive20_module",
+        ":159: Include conf/modsecurity/*.conf",
+        ":178: EnableMMAP on",
+    ] {
+        assert!(
+            stderr.contains(untranslated),
+            "{untranslated} not listed: {stderr}"
+        );
+    }
+    let (ok, stdout, stderr, _) = check(&std::fs::read_to_string(out_file.path()).unwrap());
+    assert!(ok, "{stdout}{stderr}");
+
+    // Same routes, pools and members as the hand-written seed cluster.
+    let imported = towergate::Config::load(out_file.path()).unwrap();
+    let seed = towergate::Config::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/seed-cluster.toml"
+    )))
+    .unwrap();
+    let routes = |c: &towergate::Config| {
+        let mut r: Vec<String> = c
+            .routes
+            .iter()
+            .map(|r| format!("{:?}", r.prefix.get_ref()))
+            .collect();
+        r.sort();
+        r
+    };
+    assert_eq!(routes(&imported), routes(&seed));
+    let pools = |c: &towergate::Config| c.pools.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(pools(&imported), pools(&seed));
+    assert_eq!(imported.limits.0.body, seed.limits.0.body);
+}
