@@ -13,6 +13,7 @@ pub mod dispatch;
 pub mod error_log;
 pub mod gateway;
 pub mod import_apache;
+pub mod layers;
 pub mod metrics;
 pub mod server;
 pub mod stack;

@@ -40,6 +40,13 @@ enum Command {
         #[arg(short, long, default_value = "towergate.toml")]
         config: PathBuf,
     },
+    /// List the compiled-in layers in request order (like `apachectl -M`); with a config,
+    /// which of them it turns on.
+    Layers {
+        /// A config file to show the stack of.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
     /// Translate an Apache httpd.conf into towergate TOML; lists what it could not translate.
     ImportApache {
         /// The httpd.conf to read.
@@ -98,6 +105,16 @@ fn main() -> ExitCode {
             }
         },
         Command::Reload { config } => exit(reload(&config)),
+        Command::Layers { config } => match config.as_deref().map(Config::load).transpose() {
+            Ok(config) => {
+                print!("{}", towergate::layers::describe(config.as_ref()));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
         Command::ImportApache { httpd_conf, output } => {
             exit(import_apache(&httpd_conf, output.as_deref()))
         }

@@ -154,6 +154,10 @@ pub fn build(
         .map(|c| evasive(c, carry))
         .transpose()?;
 
+    let limits = RequestLimitsLayer::from_config(config.limits.0);
+    status.limits = Some(limits.clone());
+    status.evasive = evasive.clone();
+
     // Always present, empty when unconfigured: it sets the request body type inside.
     let error_pages = match &config.error_pages {
         Some(pages) => ErrorPagesLayer::from_config(pages).context("error_pages")?,
@@ -172,7 +176,7 @@ pub fn build(
         .option_layer(signature.map(|v| SetResponseHeaderLayer::overriding(header::SERVER, v)))
         .option_layer(no_signature.then(|| MapResponseLayer::new(strip_server as fn(_) -> _)))
         // [layer: request-limits]
-        .layer(RequestLimitsLayer::from_config(config.limits.0))
+        .layer(limits)
         .layer(CanonicalRequestLayer::new(server.names.iter().cloned()))
         // [layer: client-addr]
         .option_layer(client_addr)

@@ -29,6 +29,10 @@ pub struct Status {
     pub routes: Vec<RouteStatus>,
     /// The balancer pools, by name; read live when shown.
     pub pools: Vec<towergate_balancer::Pool>,
+    /// The flood blocker, when `[evasive]` is on: its counters and block list.
+    pub evasive: Option<towergate_evasive::EvasiveLayer>,
+    /// The request limits: refusals per limit.
+    pub limits: Option<towergate_request_limits::RequestLimitsLayer>,
 }
 
 impl Status {
@@ -39,7 +43,36 @@ impl Status {
             metrics,
             routes: Vec::new(),
             pools: Vec::new(),
+            evasive: None,
+            limits: None,
         }
+    }
+
+    fn evasive_json(&self) -> Value {
+        let Some(evasive) = &self.evasive else {
+            return Value::Null;
+        };
+        let stats = evasive.stats();
+        json!({
+            "blocks_started": stats.blocks,
+            "rejected": stats.rejected,
+            "tracked": stats.tracked,
+            "evicted": stats.evicted,
+            "blocked": evasive.blocks().iter().map(|b| json!({
+                "client": b.client.to_string(),
+                "reason": format!("{:?}", b.reason).to_lowercase(),
+                "until_unix": unix(b.until),
+                "refused": b.refused,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    fn limits_json(&self) -> Value {
+        let Some(limits) = &self.limits else {
+            return Value::Null;
+        };
+        let s = limits.stats();
+        json!({"line": s.line, "fields": s.fields, "field_size": s.field_size, "body_declared": s.body_declared, "body_streamed": s.body_streamed})
     }
 
     /// The status as JSON.
@@ -47,6 +80,8 @@ impl Status {
         json!({
             "generation": self.generation,
             "routes": self.routes.iter().map(|r| json!({"name": r.name, "prefix": r.prefix, "target": r.target})).collect::<Vec<_>>(),
+            "evasive": self.evasive_json(),
+            "limits": self.limits_json(),
             "pools": self.pools.iter().map(|p| serde_json::to_value(p.snapshot()).unwrap_or(Value::Null)).collect::<Vec<_>>(),
         })
     }
@@ -55,6 +90,55 @@ impl Status {
     pub fn metrics_text(&self) -> String {
         self.metrics
             .set_gauge("towergate_config_generation", &[], self.generation as f64);
+        if let Some(evasive) = &self.evasive {
+            let stats = evasive.stats();
+            self.metrics
+                .set_gauge("towergate_evasive_blocks_started", &[], stats.blocks as f64);
+            self.metrics
+                .set_gauge("towergate_evasive_rejected", &[], stats.rejected as f64);
+            self.metrics.set_gauge(
+                "towergate_evasive_blocked_clients",
+                &[],
+                evasive.blocks().len() as f64,
+            );
+            self.metrics.set_gauge(
+                "towergate_evasive_tracked_clients",
+                &[],
+                stats.tracked as f64,
+            );
+        }
+        if let Some(limits) = &self.limits {
+            let s = limits.stats();
+            for (limit, n) in [
+                ("line", s.line),
+                ("fields", s.fields),
+                ("field_size", s.field_size),
+                ("body_declared", s.body_declared),
+                ("body_streamed", s.body_streamed),
+            ] {
+                self.metrics.set_gauge(
+                    "towergate_limit_rejections",
+                    &[("limit", limit.to_owned())],
+                    n as f64,
+                );
+            }
+        }
+        for pool in &self.pools {
+            for m in pool.snapshot().members {
+                let labels = [("pool", pool.name().to_owned()), ("member", m.url.clone())];
+                self.metrics.set_gauge(
+                    "towergate_member_usable",
+                    &labels,
+                    if m.usable { 1.0 } else { 0.0 },
+                );
+                self.metrics
+                    .set_gauge("towergate_member_in_flight", &labels, m.in_flight as f64);
+                self.metrics
+                    .set_gauge("towergate_member_requests", &labels, m.requests as f64);
+                self.metrics
+                    .set_gauge("towergate_member_failures", &labels, m.failures as f64);
+            }
+        }
         self.metrics.render()
     }
 
@@ -126,6 +210,26 @@ impl Status {
             }
             h.push_str("</table>");
         }
+        if let Some(evasive) = &self.evasive {
+            let stats = evasive.stats();
+            let _ = write!(
+                h,
+                "<h2>Flood blocking <small>({} blocks started, {} requests refused, {} clients tracked)</small></h2><table id=blocks><tr><th>client</th><th>reason</th><th>ends in</th><th>refused</th></tr>",
+                stats.blocks, stats.rejected, stats.tracked
+            );
+            let now = unix(std::time::SystemTime::now());
+            for b in evasive.blocks() {
+                let _ = write!(
+                    h,
+                    "<tr class=down><td>{}</td><td>{:?}</td><td>{} s</td><td>{}</td></tr>",
+                    b.client,
+                    b.reason,
+                    unix(b.until).saturating_sub(now),
+                    b.refused
+                );
+            }
+            h.push_str("</table>");
+        }
         h.push_str(
             "<p><a href=status.json>JSON</a> · <a href=metrics>metrics</a></p></body></html>",
         );
@@ -190,6 +294,11 @@ impl Status {
         tracing::warn!(target: "towergate::admin", pool = pool.name(), member = %url, ?intent, "operator changed a member");
         Ok(format!("{} {url}: {intent:?}", pool.name()))
     }
+}
+
+fn unix(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// HTML-escapes text.

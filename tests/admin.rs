@@ -134,3 +134,60 @@ async fn the_admin_listener_refuses_clients_outside_its_networks() {
         .unwrap();
     assert_eq!(res.status, 200);
 }
+
+#[tokio::test]
+async fn the_block_list_and_limit_refusals_show_in_status_and_metrics() {
+    let web = Backend::echo("web").await.unwrap();
+    let config = format!(
+        "{}{}[limits]\nline = 100\n[evasive]\npage_count = 2\npage_interval = \"10s\"\nsite_count = 100\nsite_interval = \"10s\"\nblocking_period = \"60s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        server_section(""),
+        route("/", &web.url())
+    );
+    let gw = start_gateway(&config).await;
+    let admin = gw.admin_addr().unwrap();
+    let client2: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(
+            client::get_from(client2, gw.addr(), "/same")
+                .await
+                .unwrap()
+                .status
+                .as_u16(),
+        );
+    }
+    assert_eq!(statuses, [200, 200, 403]);
+    let long = format!("/{}", "a".repeat(120));
+    assert_eq!(
+        client::get_from("127.0.0.3".parse().unwrap(), gw.addr(), &long)
+            .await
+            .unwrap()
+            .status,
+        414
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&client::get(admin, "/status.json").await.body).unwrap();
+    assert_eq!(
+        json["evasive"]["blocked"][0]["client"], "127.0.0.2/32",
+        "{json}"
+    );
+    assert_eq!(json["evasive"]["blocked"][0]["reason"], "page", "{json}");
+    assert_eq!(json["limits"]["line"], 1, "{json}");
+    let text = client::get(admin, "/metrics").await.text();
+    assert_eq!(
+        metric(&text, "towergate_evasive_blocks_started"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "towergate_limit_rejections{limit=\"line\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    let page = client::get(admin, "/").await.text();
+    assert!(
+        page.contains("<table id=blocks>") && page.contains("127.0.0.2/32"),
+        "{page}"
+    );
+}

@@ -121,3 +121,31 @@ fn the_articles_httpd_conf_imports_into_a_config_that_checks_and_matches_the_see
     assert_eq!(pools(&imported), pools(&seed));
     assert_eq!(imported.limits.0.body, seed.limits.0.body);
 }
+
+#[test]
+fn layers_lists_the_stack_in_order_with_what_a_config_turns_on() {
+    let out = Command::new(env!("CARGO_BIN_EXE_towergate"))
+        .args([
+            "layers",
+            "-c",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/seed-cluster.toml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let position = |name: &str| {
+        text.find(&format!(" {name} "))
+            .unwrap_or_else(|| panic!("{name} missing: {text}"))
+    };
+    assert!(
+        position("access-log") < position("request-limits")
+            && position("acl") < position("evasive")
+            && position("evasive") < position("charfilter")
+    );
+    assert!(text.lines().any(|l| l.contains(" on  evasive ")), "{text}");
+    assert!(
+        text.lines().any(|l| l.contains(" off client-addr ")),
+        "{text}"
+    );
+}
