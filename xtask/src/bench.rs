@@ -78,7 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let rounds = args.rounds.unwrap_or(if args.quick { 2 } else { 3 }).max(2);
     let duration = args
         .duration
-        .unwrap_or(if args.quick { 1 } else { 8 })
+        .unwrap_or(if args.quick { 1 } else { 5 })
         .max(1);
     let warmup = if args.quick { 1 } else { 2 };
     let idle_conns = 1000;
@@ -252,6 +252,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     let wrk = loadgen::run_wrk(&f.url(s.path), s.conns, duration, &dir)?;
                     let front_cpu_s = procfs::group_cpu_seconds(f.pgid) - cpu0;
                     let backend_cpu_s = procfs::group_cpu_seconds(backends.pid()) - b0;
+                    truncate_access_logs(&dir);
                     eprintln!(
                         "round {round} {:<18} {:<30} {:>9.0} req/s  p99 {:>7.2} ms  errors {}",
                         s.name,
@@ -384,6 +385,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("configs and logs kept in {}", kept.display());
     }
     Ok(())
+}
+
+/// Empties the access logs (every front end appends to them) so a whole bench does not
+/// fill the disk: a default run writes gigabytes of log lines.
+fn truncate_access_logs(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        // HAProxy logs to stdout, which is its log file.
+        if name.ends_with("access.log") || name == format!("{}.log", slug(HAPROXY)) {
+            if let Ok(f) = std::fs::OpenOptions::new().write(true).open(e.path()) {
+                let _ = f.set_len(0);
+            }
+        }
+    }
 }
 
 fn slug(label: &str) -> String {

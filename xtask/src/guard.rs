@@ -96,19 +96,19 @@ impl Proc {
         }
     }
 
-    /// Waits for the leader to exit by itself, up to `timeout`; kills the group after that.
-    /// Returns whether it exited in time.
-    pub fn wait_timeout(&mut self, timeout: Duration) -> bool {
+    /// Waits for the leader to exit by itself, up to `timeout`, and returns its exit status;
+    /// `None` if it did not exit in time (the group is killed then).
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let start = Instant::now();
         while start.elapsed() < timeout {
-            if self.exited() {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 self.stop();
-                return true;
+                return Some(status);
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         self.stop();
-        false
+        None
     }
 
     /// Kills the whole group at once (SIGKILL), like a crash, and reaps the leader.

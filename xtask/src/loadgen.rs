@@ -93,8 +93,17 @@ pub fn parse_wrk(out: &str) -> anyhow::Result<WrkResult> {
     Ok(r)
 }
 
-/// Runs `wrk -t2 -cCONNS -dSECS --latency URL`, killed if it overruns.
+/// Runs `wrk -t2 -cCONNS -dSECS --latency URL`, killed if it overruns; once more if wrk
+/// itself fails without a result (it rarely crashes under heavy load).
 pub fn run_wrk(url: &str, conns: u32, secs: u64, log_dir: &Path) -> anyhow::Result<WrkResult> {
+    run_wrk_once(url, conns, secs, log_dir).or_else(|first| {
+        eprintln!("wrk failed ({first:#}); running it again");
+        std::thread::sleep(Duration::from_secs(1));
+        run_wrk_once(url, conns, secs, log_dir)
+    })
+}
+
+fn run_wrk_once(url: &str, conns: u32, secs: u64, log_dir: &Path) -> anyhow::Result<WrkResult> {
     let out = log_dir.join("wrk.out");
     let _ = std::fs::remove_file(&out);
     let threads = conns.min(2);
@@ -109,11 +118,11 @@ pub fn run_wrk(url: &str, conns: u32, secs: u64, log_dir: &Path) -> anyhow::Resu
         url.into(),
     ]);
     let mut p = Proc::spawn("wrk", &mut cmd, &out)?;
-    if !p.wait_timeout(Duration::from_secs(secs + 15)) {
+    let Some(status) = p.wait_timeout(Duration::from_secs(secs + 15)) else {
         bail!("wrk against {url} overran its {secs}s by 15s and was killed");
-    }
+    };
     let text = std::fs::read_to_string(&out)?;
-    parse_wrk(&text).with_context(|| format!("wrk against {url}"))
+    parse_wrk(&text).with_context(|| format!("wrk against {url} ({status})"))
 }
 
 /// One h2load run's figures.
@@ -209,7 +218,7 @@ pub fn run_h2load(
         url.into(),
     ]);
     let mut p = Proc::spawn("h2load", &mut cmd, &out)?;
-    if !p.wait_timeout(Duration::from_secs(secs + 15)) {
+    if p.wait_timeout(Duration::from_secs(secs + 15)).is_none() {
         bail!("h2load against {url} overran its {secs}s by 15s and was killed");
     }
     parse_h2load(&std::fs::read_to_string(&out)?)
