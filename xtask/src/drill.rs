@@ -57,7 +57,7 @@ impl Table {
     }
 
     fn markdown(&self) -> String {
-        let mut m = format!("#### {}\n\n{}\n\n", self.title, self.what);
+        let mut m = format!("### {}\n\n{}\n\n", self.title, self.what);
         if !self.rows.is_empty() {
             let _ = writeln!(m, "| {} |", self.columns.join(" | "));
             let _ = writeln!(m, "|{}", " --- |".repeat(self.columns.len()));
