@@ -19,7 +19,7 @@ use crate::tools;
 /// Options of `cargo xtask drill`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Shorter drills (about a minute and a half in all).
+    /// Shorter drills (about two and a half minutes in all, after the build).
     #[arg(long)]
     pub quick: bool,
     /// Where to write the JSON results (default: TARGET/bench/drill.json; markdown beside it).
