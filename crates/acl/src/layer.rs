@@ -171,11 +171,11 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let client = client_ip(&req);
         match self.shared.policy_for(req.uri().path()).decide(client) {
-            Access::Allow => ResponseFuture::future(self.inner.call(req)),
+            Access::Allow => ResponseFuture::inner(self.inner.call(req)),
             Access::Deny => {
                 self.shared.denied.fetch_add(1, Relaxed);
                 tracing::info!(target: TARGET, client = ?client, path = req.uri().path(), "client denied");
-                ResponseFuture::denied(forbidden())
+                ResponseFuture::refused(forbidden())
             }
         }
     }

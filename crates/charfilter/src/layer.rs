@@ -169,7 +169,7 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         match self.shared.check(req.uri().path(), req.uri().query()) {
-            None => ResponseFuture::future(self.inner.call(req)),
+            None => ResponseFuture::inner(self.inner.call(req)),
             Some(rule) => ResponseFuture::refused(refusal(rule)),
         }
     }

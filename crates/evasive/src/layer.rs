@@ -532,10 +532,10 @@ where
         let Some(ip) = client_ip(&req) else {
             self.shared.unidentified.fetch_add(1, Relaxed);
             tracing::debug!(target: TARGET, "request without a client address: not counted");
-            return ResponseFuture::future(self.inner.call(req));
+            return ResponseFuture::inner(self.inner.call(req));
         };
         if self.shared.check(ip, req.uri().path()).is_pass() {
-            ResponseFuture::future(self.inner.call(req))
+            ResponseFuture::inner(self.inner.call(req))
         } else {
             ResponseFuture::refused(forbidden())
         }
