@@ -173,6 +173,11 @@ pub struct ServerConfig {
     /// HTTP/2 from clients.
     #[serde(default)]
     pub http2: Http2Config,
+    /// Worker threads serving connections, each with its own single-threaded runtime and
+    /// upstream connection pools (nginx's `worker_processes`); `0`, the default: one per
+    /// CPU. Taken at start; a change takes a restart.
+    #[serde(default)]
+    pub workers: usize,
     /// The `Server` header of every answer (ModSecurity's `SecServerSignature`); without it
     /// answers carry no `Server` header at all, the backends' included.
     #[serde(default)]

@@ -12,7 +12,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tower::{Service, ServiceExt};
+use tower::Service;
 use towergate_access_log::LogWriter;
 
 use crate::admin::Admin;
@@ -22,6 +22,7 @@ use crate::server::{ServerOptions, Transport, serve};
 use crate::stack;
 use crate::status::Status;
 use crate::tls::{self, Certificates};
+use crate::workers::Workers;
 
 type Reloader = Box<dyn Fn(&Config) -> anyhow::Result<()> + Send + Sync>;
 
@@ -43,6 +44,10 @@ pub struct RunningGateway {
     reloader: Reloader,
     config_path: Option<PathBuf>,
     access_log: Arc<ArcSwapOption<LogWriter>>,
+    /// `server.workers` as started (a change takes a restart).
+    workers_config: usize,
+    /// Declared last: dropped after everything that may still hand work to them.
+    _workers: Workers,
 }
 
 impl RunningGateway {
@@ -57,17 +62,8 @@ impl RunningGateway {
                 return Err(e);
             }
         };
-        let mut listeners = Vec::new();
-        for addr in &config.server.listen {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr}"))?;
-            listeners.push(listener);
-        }
-        let addrs = listeners
-            .iter()
-            .map(|l| l.local_addr())
-            .collect::<Result<Vec<_>, _>>()?;
+        let workers = Workers::start(config.server.workers)?;
+        let (addrs, listeners) = bind(&workers, &config.server.listen)?;
         let certificates = match &config.tls {
             Some(t) => Some(Certificates::new(tls::load(
                 t,
@@ -76,14 +72,8 @@ impl RunningGateway {
             None => None,
         };
         let tls_listen = tls_listen(&config);
-        let tls_listeners = bind(&tls_listen.0).await?;
-        let redirect_listeners = bind(&tls_listen.1).await?;
-        let local = |ls: &[TcpListener]| {
-            ls.iter()
-                .map(|l| l.local_addr())
-                .collect::<Result<Vec<_>, _>>()
-        };
-        let (tls_addrs, redirect_addrs) = (local(&tls_listeners)?, local(&redirect_listeners)?);
+        let (tls_addrs, tls_listeners) = bind(&workers, &tls_listen.0)?;
+        let (redirect_addrs, redirect_listeners) = bind(&workers, &tls_listen.1)?;
         let admin_listener = match &config.admin {
             Some(admin) => Some(
                 TcpListener::bind(admin.listen)
@@ -149,25 +139,37 @@ impl RunningGateway {
             limits: server_limits,
         };
         let mut servers = JoinSet::new();
-        for listener in listeners {
-            servers.spawn(serve(
+        // Each worker accepts on its own socket of every address and serves what it accepts.
+        let mut on_workers =
+            |listeners: Vec<Vec<TcpListener>>, serving: &dyn Fn(TcpListener) -> ServeFuture| {
+                for per_worker in listeners {
+                    for (index, listener) in per_worker.into_iter().enumerate() {
+                        let served = workers.spawn(index, serving(listener));
+                        servers.spawn(async move {
+                            let _ = served.await;
+                        });
+                    }
+                }
+            };
+        on_workers(listeners, &|listener| {
+            Box::pin(serve(
                 listener,
                 current.clone(),
                 opts.clone(),
                 Transport::Plain,
                 stopped.clone(),
-            ));
-        }
+            ))
+        });
         if let Some(certificates) = &certificates {
-            for listener in tls_listeners {
-                servers.spawn(serve(
+            on_workers(tls_listeners, &|listener| {
+                Box::pin(serve(
                     listener,
                     current.clone(),
                     opts.clone(),
                     Transport::Tls(certificates.clone()),
                     stopped.clone(),
-                ));
-            }
+                ))
+            });
             let https_port = tls_addrs.first().map_or(443, |a| a.port());
             let names: Arc<[String]> = config.server.names.clone().into();
             let redirect = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
@@ -175,15 +177,15 @@ impl RunningGateway {
                     &req, https_port, &names,
                 )))
             });
-            for listener in redirect_listeners {
-                servers.spawn(serve(
+            on_workers(redirect_listeners, &|listener| {
+                Box::pin(serve(
                     listener,
                     redirect.clone(),
                     opts.clone(),
                     Transport::Plain,
                     stopped.clone(),
-                ));
-            }
+                ))
+            });
         }
         if let (Some(listener), Some(admin)) = (admin_listener, &config.admin) {
             let admin = Admin::new(status.clone(), &admin.allow);
@@ -218,6 +220,8 @@ impl RunningGateway {
             reloader,
             config_path: None,
             access_log,
+            workers_config: config.server.workers,
+            _workers: workers,
         })
     }
 
@@ -290,6 +294,11 @@ impl RunningGateway {
         {
             anyhow::bail!(
                 "server.listen or admin.listen changed; listeners are bound at start, so that takes a restart"
+            );
+        }
+        if config.server.workers != self.workers_config {
+            tracing::warn!(
+                "server.workers changed; the worker threads are started once, so the new count takes effect at the next restart"
             );
         }
         if tls_listen(config) != self.tls_listen
@@ -376,15 +385,25 @@ fn tls_listen(config: &Config) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
     })
 }
 
-async fn bind(addrs: &[SocketAddr]) -> anyhow::Result<Vec<TcpListener>> {
+/// A listener's accept loop, boxed so that the plain, TLS and redirect listeners share
+/// one spawning path (it runs once per listener, not per request).
+type ServeFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Binds each address once per worker: the bound addresses, and for each address one
+/// listener per worker.
+#[allow(clippy::type_complexity)]
+fn bind(
+    workers: &Workers,
+    addrs: &[SocketAddr],
+) -> anyhow::Result<(Vec<SocketAddr>, Vec<Vec<TcpListener>>)> {
+    let mut bound = Vec::with_capacity(addrs.len());
     let mut listeners = Vec::with_capacity(addrs.len());
     for addr in addrs {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        listeners.push(listener);
+        let (local, per_worker) = workers.bind(*addr)?;
+        bound.push(local);
+        listeners.push(per_worker);
     }
-    Ok(listeners)
+    Ok((bound, listeners))
 }
 
 fn spawn_all(work: Vec<stack::Background>) {
@@ -412,13 +431,13 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = tower::util::Oneshot<S, R>;
+    type Future = crate::server::CallNow<S, R>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: R) -> Self::Future {
-        S::clone(&self.service.load()).oneshot(req)
+        crate::server::call_now(S::clone(&self.service.load()), req)
     }
 }

@@ -19,6 +19,7 @@ pub mod server;
 pub mod stack;
 pub mod status;
 pub mod tls;
+pub mod workers;
 
 pub use config::{Config, ConfigError};
 pub use gateway::RunningGateway;

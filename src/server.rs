@@ -194,7 +194,7 @@ fn per_peer<S, B>(
     Request<Incoming>,
     Response = Response<B>,
     Error = Infallible,
-    Future = tower::util::Oneshot<S, Request<Incoming>>,
+    Future = CallNow<S, Request<Incoming>>,
 > + Clone
 where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone,
@@ -208,6 +208,22 @@ where
         if tls {
             req.extensions_mut().insert(FrontTls);
         }
-        service.clone().oneshot(req)
+        call_now(service.clone(), req)
     })
+}
+
+/// The future of [`call_now`].
+pub type CallNow<S, R> =
+    futures_util::future::Either<<S as Service<R>>::Future, tower::util::Oneshot<S, R>>;
+
+/// Calls `service` straight away when it is ready at once, as the gateway's stacks
+/// always are, instead of through tower's `Oneshot`, which moves the whole response
+/// future once more on its first poll; a service that is not ready yet gets the
+/// `Oneshot`.
+pub fn call_now<S: Service<R>, R>(mut service: S, req: R) -> CallNow<S, R> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match service.poll_ready(&mut cx) {
+        std::task::Poll::Ready(Ok(())) => futures_util::future::Either::Left(service.call(req)),
+        _ => futures_util::future::Either::Right(service.oneshot(req)),
+    }
 }

@@ -88,6 +88,8 @@ pub fn build(
         preserve_host: server.preserve_host,
         tunnel_idle_timeout: server.tunnel_idle_timeout,
         upstream_tls: Some(upstream_tls(config)?),
+        // Each worker thread runs its own runtime (see `workers`): one pool per worker.
+        pool_per_thread: true,
     });
 
     // Pools outlive a reload whose config leaves them unchanged: health and counters stay.

@@ -60,6 +60,12 @@ pub struct ForwardConfig {
     /// How `https://` upstreams are verified; `None`: against the system's root
     /// certificates ([`UpstreamTls::system_roots`]).
     pub upstream_tls: Option<UpstreamTls>,
+    /// One connection pool per thread instead of one shared pool. For a server that runs
+    /// one single-threaded runtime per core: each thread then reuses only connections its
+    /// own runtime drives, so a request never waits on another thread's wake-up and no
+    /// pool lock is shared between cores (nginx's per-worker keep-alive pools). Leave it
+    /// off on a multi-threaded runtime, where it would only split the pool.
+    pub pool_per_thread: bool,
 }
 
 impl Default for ForwardConfig {
@@ -72,6 +78,7 @@ impl Default for ForwardConfig {
             preserve_host: true,
             tunnel_idle_timeout: Duration::from_secs(300),
             upstream_tls: None,
+            pool_per_thread: false,
         }
     }
 }
@@ -87,15 +94,41 @@ impl Default for ForwardConfig {
 /// `https://` upstreams are reached over TLS as [`ForwardConfig::upstream_tls`] says, with
 /// SNI from the upstream's host; HTTP/1.1 `Upgrade` requests (WebSocket) are tunnelled
 /// when the upstream switches protocols (see [`Tunnel`](crate::Tunnel)).
-pub struct Forward<B> {
-    client: Client<HttpsConnector<HttpConnector>, B>,
+pub struct Forward<B: Send> {
+    clients: Clients<B>,
     config: Arc<ForwardConfig>,
 }
 
-impl<B> Clone for Forward<B> {
+type PooledClient<B> = Client<HttpsConnector<HttpConnector>, B>;
+
+/// The connection pool: shared by every thread, or one per thread
+/// ([`ForwardConfig::pool_per_thread`]).
+enum Clients<B: Send> {
+    Shared(PooledClient<B>),
+    PerThread(Arc<PerThread<B>>),
+}
+
+/// Pools made on first use on each thread, all with the same connector (TLS settings
+/// included) and pool settings.
+struct PerThread<B: Send> {
+    builder: hyper_util::client::legacy::Builder,
+    connector: HttpsConnector<HttpConnector>,
+    pools: thread_local::ThreadLocal<PooledClient<B>>,
+}
+
+impl<B: Send> Clone for Clients<B> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Shared(client) => Self::Shared(client.clone()),
+            Self::PerThread(per_thread) => Self::PerThread(per_thread.clone()),
+        }
+    }
+}
+
+impl<B: Send> Clone for Forward<B> {
     fn clone(&self) -> Self {
         Self {
-            client: self.client.clone(),
+            clients: self.clients.clone(),
             config: self.config.clone(),
         }
     }
@@ -122,14 +155,33 @@ where
             .https_or_http()
             .enable_http1()
             .wrap_connector(connector);
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(config.idle_timeout)
-            .pool_max_idle_per_host(config.max_idle_per_host)
-            .build(connector);
+            .pool_max_idle_per_host(config.max_idle_per_host);
+        let clients = if config.pool_per_thread {
+            Clients::PerThread(Arc::new(PerThread {
+                builder,
+                connector,
+                pools: thread_local::ThreadLocal::new(),
+            }))
+        } else {
+            Clients::Shared(builder.build(connector))
+        };
         Self {
-            client,
+            clients,
             config: Arc::new(config),
+        }
+    }
+
+    /// The pool this thread sends through.
+    fn client(&self) -> &PooledClient<B> {
+        match &self.clients {
+            Clients::Shared(client) => client,
+            Clients::PerThread(per_thread) => per_thread
+                .pools
+                .get_or(|| per_thread.builder.build(per_thread.connector.clone())),
         }
     }
 
@@ -187,7 +239,7 @@ where
                 .uri_for(&target.route.prefix, remainder, parts.uri.path_and_query());
         parts.version = Version::HTTP_11;
 
-        let sent = self.client.request(Request::from_parts(parts, body));
+        let sent = self.client().request(Request::from_parts(parts, body));
         ForwardFuture {
             state: State::Sent {
                 sent: tokio::time::timeout(self.config.response_timeout, sent),

@@ -5,17 +5,6 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-static HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
-
 /// `X-Forwarded-For`.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `X-Forwarded-Host`.
@@ -24,10 +13,28 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static URI_HEADER: HeaderName = HeaderName::from_static("uri");
 
+/// The hop-by-hop headers (RFC 9110 section 7.6.1), `Upgrade` included.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    // Standard names compare as an enum tag; only the three custom ones compare bytes.
+    *name == header::CONNECTION
+        || *name == header::TE
+        || *name == header::TRAILER
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::UPGRADE
+        || *name == header::PROXY_AUTHENTICATE
+        || *name == header::PROXY_AUTHORIZATION
+        || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+}
+
 /// Removes hop-by-hop headers, those named in `Connection` first, then the fixed set
 /// (RFC 9110 section 7.6.1). `Upgrade` goes too; [`Forward`](crate::Forward) puts it back
 /// (with `Connection: upgrade`) on the upgrade requests it tunnels.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names decides, without a lookup per
+    // hop-by-hop name.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -40,13 +47,13 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
-        if headers.contains_key(name) {
-            headers.remove(name);
-        }
-    }
-    if headers.contains_key(header::UPGRADE) {
-        headers.remove(header::UPGRADE);
+    let hop_by_hop: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_hop_by_hop(name))
+        .cloned()
+        .collect();
+    for name in hop_by_hop {
+        headers.remove(name);
     }
 }
 
@@ -59,16 +66,20 @@ pub fn set_forwarded(
     https: bool,
 ) {
     if let Some(ip) = peer {
-        let mut joined = String::new();
-        for v in headers.get_all(&X_FORWARDED_FOR) {
-            if let Ok(v) = v.to_str() {
-                joined.push_str(v);
-                joined.push_str(", ");
+        let text = IpText::new(ip);
+        let value = match headers.get(&X_FORWARDED_FOR) {
+            None => HeaderValue::from_bytes(text.as_bytes()).ok(),
+            Some(_) => {
+                let mut joined = Vec::with_capacity(64);
+                for v in headers.get_all(&X_FORWARDED_FOR) {
+                    joined.extend_from_slice(v.as_bytes());
+                    joined.extend_from_slice(b", ");
+                }
+                joined.extend_from_slice(text.as_bytes());
+                HeaderValue::from_bytes(&joined).ok()
             }
-        }
-        use std::fmt::Write;
-        let _ = write!(joined, "{ip}");
-        if let Ok(v) = HeaderValue::from_str(&joined) {
+        };
+        if let Some(v) = value {
             headers.insert(X_FORWARDED_FOR.clone(), v);
         }
     }
@@ -84,6 +95,55 @@ pub fn set_forwarded(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(if https { "https" } else { "http" }),
     );
+}
+
+/// An address as text without `fmt` (which costs more than the rest of the header work):
+/// IPv4 by hand, IPv6 through `Display` (rarer, and its zero compression is not worth
+/// repeating).
+struct IpText {
+    buf: [u8; 45],
+    len: usize,
+}
+
+impl IpText {
+    fn new(ip: IpAddr) -> Self {
+        let mut text = Self {
+            buf: [0; 45],
+            len: 0,
+        };
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text.push(b'.');
+                    }
+                    if octet >= 100 {
+                        text.push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        text.push(b'0' + octet / 10 % 10);
+                    }
+                    text.push(b'0' + octet % 10);
+                }
+            }
+            IpAddr::V6(v6) => {
+                use std::io::Write;
+                let mut cursor = std::io::Cursor::new(&mut text.buf[..]);
+                let _ = write!(cursor, "{v6}");
+                text.len = cursor.position() as usize;
+            }
+        }
+        text
+    }
+
+    fn push(&mut self, byte: u8) {
+        self.buf[self.len] = byte;
+        self.len += 1;
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 /// What ProxyPassReverse needs to map an upstream URL back to the front.
@@ -177,6 +237,28 @@ mod tests {
         assert_eq!(h[&X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 127.0.0.1");
         assert_eq!(h[&X_FORWARDED_HOST], "front");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
+    }
+
+    #[test]
+    fn addresses_as_text_match_display() {
+        let samples: [IpAddr; 7] = [
+            "0.0.0.0".parse().unwrap(),
+            "127.0.0.1".parse().unwrap(),
+            "10.20.100.255".parse().unwrap(),
+            "203.0.113.7".parse().unwrap(),
+            "::1".parse().unwrap(),
+            "2001:db8::8a2e:370:7334".parse().unwrap(),
+            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+                .parse()
+                .unwrap(),
+        ];
+        for ip in samples {
+            assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
+        }
+        for a in 0..=255u8 {
+            let ip = IpAddr::from([a, 255 - a, a / 3, 9]);
+            assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
+        }
     }
 
     #[test]
