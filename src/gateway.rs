@@ -92,6 +92,7 @@ impl RunningGateway {
 
         let current = Current {
             service: Arc::new(ArcSwap::from_pointee(built.service)),
+            local: None,
         };
         let generation = Arc::new(AtomicU64::new(1));
         let mut first_status = built.status;
@@ -412,15 +413,20 @@ fn spawn_all(work: Vec<stack::Background>) {
     }
 }
 
-/// The stack serving now: each request takes the current generation's service.
+/// The stack serving now. Each connection's instance keeps its own copy of the current
+/// generation's service and uses it for every request until a reload swaps in a new
+/// one: a request costs one check of the generation, not a clone of the whole stack
+/// (a dozen reference counts shared by every worker).
 struct Current<S> {
     service: Arc<ArcSwap<S>>,
+    local: Option<(Arc<S>, S)>,
 }
 
 impl<S> Clone for Current<S> {
     fn clone(&self) -> Self {
         Self {
             service: self.service.clone(),
+            local: None,
         }
     }
 }
@@ -438,6 +444,17 @@ where
     }
 
     fn call(&mut self, req: R) -> Self::Future {
-        crate::server::call_now(S::clone(&self.service.load()), req)
+        let now = self.service.load();
+        let stale = self
+            .local
+            .as_ref()
+            .is_none_or(|(generation, _)| !Arc::ptr_eq(generation, &now));
+        if stale {
+            let generation = arc_swap::Guard::into_inner(now);
+            let service = S::clone(&generation);
+            self.local = Some((generation, service));
+        }
+        let (_, service) = self.local.as_mut().expect("set above");
+        crate::server::call_now(service, req)
     }
 }

@@ -184,7 +184,9 @@ pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 
 /// A hyper service for one connection: tags each request with the peer address (and the
 /// local one, for the access log's `%A` and `%p`), and those that came over TLS with
-/// [`FrontTls`].
+/// [`FrontTls`]. The connection keeps one instance of `service` for all its requests
+/// (behind an uncontended lock: only its own worker touches it), rather than a clone per
+/// request.
 fn per_peer<S, B>(
     service: S,
     peer: SocketAddr,
@@ -200,6 +202,7 @@ where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone,
     B: http_body::Body,
 {
+    let service = Arc::new(std::sync::Mutex::new(service));
     hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(PeerAddr(peer));
         if let Some(local) = local {
@@ -208,7 +211,8 @@ where
         if tls {
             req.extensions_mut().insert(FrontTls);
         }
-        call_now(service.clone(), req)
+        let mut service = service.lock().unwrap_or_else(|e| e.into_inner());
+        call_now(&mut *service, req)
     })
 }
 
@@ -218,12 +222,12 @@ pub type CallNow<S, R> =
 
 /// Calls `service` straight away when it is ready at once, as the gateway's stacks
 /// always are, instead of through tower's `Oneshot`, which moves the whole response
-/// future once more on its first poll; a service that is not ready yet gets the
+/// future once more on its first poll; a service that is not ready yet is cloned into a
 /// `Oneshot`.
-pub fn call_now<S: Service<R>, R>(mut service: S, req: R) -> CallNow<S, R> {
+pub fn call_now<S: Service<R> + Clone, R>(service: &mut S, req: R) -> CallNow<S, R> {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     match service.poll_ready(&mut cx) {
         std::task::Poll::Ready(Ok(())) => futures_util::future::Either::Left(service.call(req)),
-        _ => futures_util::future::Either::Right(service.oneshot(req)),
+        _ => futures_util::future::Either::Right(service.clone().oneshot(req)),
     }
 }

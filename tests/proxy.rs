@@ -359,3 +359,58 @@ async fn upstream_connections_are_kept_alive_and_reused() {
         web.connections()
     );
 }
+
+#[tokio::test]
+async fn several_workers_serve_many_connections_and_reuse_upstream_connections() {
+    let web = Backend::echo("webserver_one").await.unwrap();
+    let config = format!(
+        "{}{}",
+        server_section("workers = 3"),
+        route("/", &web.url())
+    );
+    let gw = start_gateway(&config).await;
+    // Twelve client connections, each sending ten requests one after another: the kernel
+    // spreads the connections over the three workers.
+    let mut clients = tokio::task::JoinSet::new();
+    for c in 0..12 {
+        let addr = gw.addr();
+        clients.spawn(async move {
+            let client = Client::new(addr);
+            for i in 0..10 {
+                let res = client.get(&format!("/c{c}/r{i}")).await.unwrap();
+                assert_eq!(res.status, 200);
+                assert_eq!(
+                    res.echo("path").as_deref(),
+                    Some(format!("/c{c}/r{i}").as_str())
+                );
+            }
+        });
+    }
+    while let Some(done) = clients.join_next().await {
+        done.unwrap();
+    }
+    assert_eq!(web.requests(), 120);
+    // Each worker keeps its own idle upstream connections and reuses them: at most one
+    // per concurrent request, never one per request.
+    assert!(
+        web.connections() <= 12,
+        "{} upstream connections for 120 requests",
+        web.connections()
+    );
+}
+
+#[test]
+fn a_negative_worker_count_is_refused_with_its_key() {
+    let text = format!(
+        "{}{}",
+        server_section("workers = -1"),
+        route("/", "http://127.0.0.1:9")
+    );
+    let err = towergate::Config::from_toml(&text, std::path::Path::new("test.toml"))
+        .err()
+        .expect("refused")
+        .to_string();
+    // The position is that of `workers = -1`, the fourth line.
+    assert!(err.starts_with("test.toml:4:"), "{err}");
+    assert!(err.contains("-1"), "{err}");
+}
