@@ -67,21 +67,29 @@ impl Workers {
     /// Binds `addr` once per worker (the first bind picks the port when `addr` asks for
     /// port 0; the others share it). Returns the bound address and each worker's listener.
     pub fn bind(&self, addr: SocketAddr) -> anyhow::Result<(SocketAddr, Vec<TcpListener>)> {
+        // A plain bind first, so an address another process listens on is refused as it
+        // would be without SO_REUSEPORT (a second gateway started on the same port must
+        // fail, not silently take half the connections). Port 0 needs no check: the
+        // first worker's socket gets a port nobody holds.
+        if addr.port() != 0 {
+            new_socket(addr)
+                .and_then(|s| {
+                    s.set_reuseaddr(true)?;
+                    s.bind(addr)
+                })
+                .with_context(|| format!("cannot listen on {addr}"))?;
+        }
         let mut bound = addr;
         let mut listeners = Vec::with_capacity(self.handles.len());
         for handle in &self.handles {
-            let socket = if addr.is_ipv4() {
-                TcpSocket::new_v4()
-            } else {
-                TcpSocket::new_v6()
-            }
-            .and_then(|s| {
-                s.set_reuseaddr(true)?;
-                s.set_reuseport(true)?;
-                s.bind(bound)?;
-                Ok(s)
-            })
-            .with_context(|| format!("cannot listen on {addr}"))?;
+            let socket = new_socket(addr)
+                .and_then(|s| {
+                    s.set_reuseaddr(true)?;
+                    s.set_reuseport(true)?;
+                    s.bind(bound)?;
+                    Ok(s)
+                })
+                .with_context(|| format!("cannot listen on {addr}"))?;
             // The listener registers with the runtime of the worker that will accept on it.
             let _entered = handle.enter();
             let listener = socket
@@ -100,5 +108,13 @@ impl Workers {
         F::Output: Send + 'static,
     {
         self.handles[index % self.handles.len()].spawn(future)
+    }
+}
+
+fn new_socket(addr: SocketAddr) -> std::io::Result<TcpSocket> {
+    if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
     }
 }

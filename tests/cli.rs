@@ -149,3 +149,71 @@ fn layers_lists_the_stack_in_order_with_what_a_config_turns_on() {
         "{text}"
     );
 }
+
+#[test]
+fn a_second_gateway_on_a_port_in_use_fails_to_start() {
+    // The first gateway's workers share their port (SO_REUSEPORT); another process
+    // asking for it must still be refused.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    drop(taken);
+    let (mut first, _first_config) = towergate_process(port);
+    let mut listening = false;
+    for _ in 0..50 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            listening = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(listening, "the first gateway never listened");
+    let (mut second, _second_config) = towergate_process(port);
+    let mut status = None;
+    for _ in 0..100 {
+        status = second.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if status.is_none() {
+        second.kill().unwrap();
+        first.kill().unwrap();
+        panic!("a second gateway started on a port in use");
+    }
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.unwrap().success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first gateway keeps running"
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+}
+
+/// `towergate run` on `127.0.0.1:port` with one route, its stderr captured; the config
+/// file lives as long as the returned path.
+fn towergate_process(port: u16) -> (std::process::Child, tempfile::TempPath) {
+    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    file.write_all(
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\n[[route]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:9\"\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let path = file.into_temp_path();
+    let child = Command::new(env!("CARGO_BIN_EXE_towergate"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    (child, path)
+}
