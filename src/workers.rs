@@ -59,11 +59,6 @@ impl Workers {
         })
     }
 
-    /// How many workers there are.
-    pub fn len(&self) -> usize {
-        self.handles.len()
-    }
-
     /// Binds `addr` once per worker (the first bind picks the port when `addr` asks for
     /// port 0; the others share it). Returns the bound address and each worker's listener.
     pub fn bind(&self, addr: SocketAddr) -> anyhow::Result<(SocketAddr, Vec<TcpListener>)> {

@@ -406,10 +406,10 @@ fn a_negative_worker_count_is_refused_with_its_key() {
         server_section("workers = -1"),
         route("/", "http://127.0.0.1:9")
     );
-    let err = towergate::Config::from_toml(&text, std::path::Path::new("test.toml"))
-        .err()
-        .expect("refused")
-        .to_string();
+    let Err(err) = towergate::Config::from_toml(&text, std::path::Path::new("test.toml")) else {
+        panic!("a negative worker count was accepted");
+    };
+    let err = err.to_string();
     // The position is that of `workers = -1`, the fourth line.
     assert!(err.starts_with("test.toml:4:"), "{err}");
     assert!(err.contains("-1"), "{err}");

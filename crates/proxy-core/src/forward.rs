@@ -104,7 +104,7 @@ type PooledClient<B> = Client<HttpsConnector<HttpConnector>, B>;
 /// The connection pool: shared by every thread, or one per thread
 /// ([`ForwardConfig::pool_per_thread`]).
 enum Clients<B: Send> {
-    Shared(PooledClient<B>),
+    Shared(Arc<PooledClient<B>>),
     PerThread(Arc<PerThread<B>>),
 }
 
@@ -167,7 +167,7 @@ where
                 pools: thread_local::ThreadLocal::new(),
             }))
         } else {
-            Clients::Shared(builder.build(connector))
+            Clients::Shared(Arc::new(builder.build(connector)))
         };
         Self {
             clients,
