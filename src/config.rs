@@ -613,6 +613,35 @@ mod tests {
     }
 
     #[test]
+    fn proxy_protocol_keys() {
+        let head = "[server]\nlisten = [\"127.0.0.1:0\"]\n";
+        let c = parse(&format!(
+            "{head}proxy_protocol = true\nproxy_protocol_from = [\"10.1.0.0/16\", \"192.0.2.7\"]\n"
+        ))
+        .unwrap();
+        assert!(c.server.proxy_protocol);
+        assert_eq!(c.server.proxy_protocol_from[1].to_string(), "192.0.2.7/32");
+        // Off by default; the list may stay while it is switched off.
+        let c = parse(&format!("{head}proxy_protocol_from = [\"10.0.0.0/8\"]\n")).unwrap();
+        assert!(!c.server.proxy_protocol);
+        let err = parse(&format!(
+            "{head}proxy_protocol = true\nproxy_protocol_from = [\"lb.lan\"]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("t.toml:4:23: server.proxy_protocol_from: `lb.lan` is not an IP address"),
+            "{err}"
+        );
+        let err = parse(&format!("{head}proxy_protocol = true\n")).unwrap_err();
+        assert!(
+            err.starts_with("t.toml:1:1: server.proxy_protocol_from: name the balancers"),
+            "{err}"
+        );
+        let err = parse(&format!("{head}proxy_protocol = \"yes\"\n")).unwrap_err();
+        assert!(err.starts_with("t.toml:3:18:"), "{err}");
+    }
+
+    #[test]
     fn routes_lead_to_a_pool_or_an_origin() {
         let head = "[server]\nlisten = [\"127.0.0.1:0\"]\n";
         let c = parse(&format!(
