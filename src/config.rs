@@ -629,7 +629,9 @@ mod tests {
         ))
         .unwrap_err();
         assert!(
-            err.starts_with("t.toml:4:23: server.proxy_protocol_from: `lb.lan` is not an IP address"),
+            err.starts_with(
+                "t.toml:4:23: server.proxy_protocol_from: `lb.lan` is not an IP address"
+            ),
             "{err}"
         );
         let err = parse(&format!("{head}proxy_protocol = true\n")).unwrap_err();

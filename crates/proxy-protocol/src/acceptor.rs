@@ -106,8 +106,9 @@ impl ProxyProtocol {
     /// means the socket peer is. `Err` means the connection must be closed: the peer is
     /// not trusted (nothing is read), or the header is missing, malformed, oversized, or
     /// late. Every outcome is counted; refusals are logged under the target
-    /// `towergate_proxy_protocol`, at most one warning per 10 seconds (the number left
-    /// out is given with the next one), and each at debug level.
+    /// `towergate_proxy_protocol`, each at debug level, and as a warning at most once per
+    /// 10 seconds (the number left out is given with the next one); a peer that closes
+    /// before its header is complete is not warned about.
     pub async fn accept(
         &self,
         stream: &mut TcpStream,
@@ -144,6 +145,14 @@ impl ProxyProtocol {
 
     fn refused(&self, peer: SocketAddr, error: &ProxyProtocolError) {
         tracing::debug!(target: TARGET, %peer, %error, "connection refused");
+        // A peer that hangs up early (a TCP health check, a client giving up) is no news.
+        let early_close = matches!(
+            error,
+            ProxyProtocolError::Closed | ProxyProtocolError::Io(_)
+        );
+        if early_close {
+            return;
+        }
         if let Some(left_out) = self.shared.log.pass() {
             tracing::warn!(
                 target: TARGET,
