@@ -32,12 +32,52 @@
 //! connection's own task (never in the accept loop, so a slow peer holds up nobody);
 //! requests on the connection then cost nothing more.
 //!
-//! # Example
+//! # Examples
 //!
-//! An accept loop that takes the client's address from the header. The same loop serving
-//! HTTP hands the stream to hyper and inserts the address into each request (the gateway
-//! inserts `towergate_client_addr::PeerAddr`; an axum app reads it with the
-//! `towergate-client-addr` crate's `client_ip`).
+//! An axum app behind a balancer, with the `axum` feature: [`ProxyProtocolListener`]
+//! reads the headers and hands axum the client's address as the connection's.
+//!
+//! ```
+//! # #[cfg(feature = "axum")]
+//! # async fn demo() -> std::io::Result<()> {
+//! use std::net::SocketAddr;
+//! use axum::{Router, extract::ConnectInfo, routing::get, serve::ListenerExt};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! use tokio::net::{TcpListener, TcpStream};
+//! use towergate_proxy_protocol::{ProxyProtocol, ProxyProtocolListener};
+//!
+//! let app = Router::new().route(
+//!     "/",
+//!     get(|ConnectInfo(client): ConnectInfo<SocketAddr>| async move { client.ip().to_string() }),
+//! );
+//! let tcp = TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = tcp.local_addr()?;
+//! let proxy_protocol = ProxyProtocol::builder()
+//!     .trusted("127.0.0.1/32".parse().unwrap()) // the balancer
+//!     .build();
+//! let listener = ProxyProtocolListener::new(tcp, proxy_protocol)?
+//!     .tap_io(|tcp| { let _ = tcp.set_nodelay(true); });
+//! tokio::spawn(async move {
+//!     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
+//! });
+//!
+//! // The balancer's side: a version 1 header for client 203.0.113.7, then the request.
+//! let mut conn = TcpStream::connect(addr).await?;
+//! conn.write_all(b"PROXY TCP4 203.0.113.7 127.0.0.1 50000 80\r\n").await?;
+//! conn.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await?;
+//! let mut answer = String::new();
+//! conn.read_to_string(&mut answer).await?;
+//! assert!(answer.ends_with("\r\n\r\n203.0.113.7"), "{answer}");
+//! # Ok(())
+//! # }
+//! # #[cfg(feature = "axum")]
+//! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+//! ```
+//!
+//! An accept loop of one's own that takes the client's address from the header. The
+//! same loop serving HTTP hands the stream to hyper and inserts the address into each
+//! request (the gateway inserts `towergate_client_addr::PeerAddr`, which every towergate
+//! layer reads).
 //!
 //! ```
 //! use std::net::SocketAddr;
@@ -81,6 +121,10 @@
 
 mod acceptor;
 mod header;
+#[cfg(feature = "axum")]
+mod listener;
 
 pub use acceptor::{DEFAULT_TIMEOUT, ProxyProtocol, ProxyProtocolBuilder, ProxyProtocolStats};
 pub use header::{MAX_V1_LEN, MAX_V2_LEN, ProxyHeader, ProxyProtocolError, read_header};
+#[cfg(feature = "axum")]
+pub use listener::ProxyProtocolListener;
