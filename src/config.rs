@@ -15,6 +15,7 @@ use std::time::Duration;
 use http::HeaderValue;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
+use towergate_client_addr::NetSpec;
 use towergate_proxy::Upstream;
 use towergate_request_limits::RequestLimitsConfig;
 
@@ -182,6 +183,41 @@ pub struct ServerConfig {
     /// answers carry no `Server` header at all, the backends' included.
     #[serde(default)]
     pub signature: Signature,
+    /// Connections on `listen` start with a PROXY protocol header (v1 or v2) naming the
+    /// client, sent by an L4 balancer in front (HAProxy `bind ... accept-proxy`, nginx
+    /// `listen ... proxy_protocol`). The header's address becomes the client's for every
+    /// layer. Connections from outside `proxy_protocol_from`, or without a valid header
+    /// within `header_read_timeout`, are closed.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// The balancers trusted to send the PROXY protocol header (addresses or CIDR
+    /// networks); required with `proxy_protocol = true`.
+    #[serde(default, deserialize_with = "proxy_protocol_from::server")]
+    pub proxy_protocol_from: Vec<NetSpec>,
+}
+
+/// `proxy_protocol_from`, read with its key in errors.
+pub(crate) mod proxy_protocol_from {
+    use serde::{Deserialize, Deserializer};
+    use towergate_client_addr::NetSpec;
+
+    fn read<'de, D: Deserializer<'de>>(d: D, key: &str) -> Result<Vec<NetSpec>, D::Error> {
+        let list = Vec::<String>::deserialize(d)?;
+        list.iter()
+            .map(|s| {
+                s.parse::<NetSpec>()
+                    .map_err(|e| serde::de::Error::custom(format!("{key}: {e}")))
+            })
+            .collect()
+    }
+
+    pub fn server<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NetSpec>, D::Error> {
+        read(d, "server.proxy_protocol_from")
+    }
+
+    pub fn tls<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NetSpec>, D::Error> {
+        read(d, "tls.proxy_protocol_from")
+    }
 }
 
 /// `server.signature`, checked where it is written: a header value, or none.
@@ -420,7 +456,24 @@ impl Config {
                 "server.listen: name at least one address, e.g. [\"0.0.0.0:80\"] (or TLS ones in [tls] listen)",
             ));
         }
+        let no_balancer = |section: &str| {
+            ConfigError::at(
+                file,
+                text,
+                text.find(&format!("[{section}]")),
+                format!(
+                    "{section}.proxy_protocol_from: name the balancers trusted to send the PROXY protocol header, \
+                     e.g. [\"10.0.0.0/8\"]; proxy_protocol = true refuses every other connection"
+                ),
+            )
+        };
+        if self.server.proxy_protocol && self.server.proxy_protocol_from.is_empty() {
+            return Err(no_balancer("server"));
+        }
         if let Some(tls) = &self.tls {
+            if tls.proxy_protocol && tls.proxy_protocol_from.is_empty() {
+                return Err(no_balancer("tls"));
+            }
             if tls.listen.is_empty() {
                 return Err(ConfigError::at(
                     file,
@@ -557,6 +610,37 @@ mod tests {
             err.starts_with("t.toml:7:10:") && err.contains("already routed"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn proxy_protocol_keys() {
+        let head = "[server]\nlisten = [\"127.0.0.1:0\"]\n";
+        let c = parse(&format!(
+            "{head}proxy_protocol = true\nproxy_protocol_from = [\"10.1.0.0/16\", \"192.0.2.7\"]\n"
+        ))
+        .unwrap();
+        assert!(c.server.proxy_protocol);
+        assert_eq!(c.server.proxy_protocol_from[1].to_string(), "192.0.2.7/32");
+        // Off by default; the list may stay while it is switched off.
+        let c = parse(&format!("{head}proxy_protocol_from = [\"10.0.0.0/8\"]\n")).unwrap();
+        assert!(!c.server.proxy_protocol);
+        let err = parse(&format!(
+            "{head}proxy_protocol = true\nproxy_protocol_from = [\"lb.lan\"]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with(
+                "t.toml:4:23: server.proxy_protocol_from: `lb.lan` is not an IP address"
+            ),
+            "{err}"
+        );
+        let err = parse(&format!("{head}proxy_protocol = true\n")).unwrap_err();
+        assert!(
+            err.starts_with("t.toml:1:1: server.proxy_protocol_from: name the balancers"),
+            "{err}"
+        );
+        let err = parse(&format!("{head}proxy_protocol = \"yes\"\n")).unwrap_err();
+        assert!(err.starts_with("t.toml:3:18:"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower::Service;
 use towergate_access_log::LogWriter;
+use towergate_proxy_protocol::{ProxyProtocol, ProxyProtocolStats};
 
 use crate::admin::Admin;
 use crate::carry::Carryover;
@@ -44,6 +45,7 @@ pub struct RunningGateway {
     reloader: Reloader,
     config_path: Option<PathBuf>,
     access_log: Arc<ArcSwapOption<LogWriter>>,
+    proxy_protocol: ProxyProtocols,
     /// `server.workers` as started (a change takes a restart).
     workers_config: usize,
     /// Declared last: dropped after everything that may still hand work to them.
@@ -97,9 +99,12 @@ impl RunningGateway {
         let generation = Arc::new(AtomicU64::new(1));
         let mut first_status = built.status;
         first_status.generation = 1;
-        let status = Arc::new(ArcSwap::from_pointee(first_status));
         let server_limits = Arc::new(ArcSwap::from_pointee(config.limits.0.server_limits()));
+        let proxy_protocol = ProxyProtocols::new(&config);
+        first_status.proxy_protocol = proxy_protocol.all();
+        let status = Arc::new(ArcSwap::from_pointee(first_status));
         let reloader: Reloader = {
+            let proxy_protocol = proxy_protocol.clone();
             let current = current.service.clone();
             let carry = carry.clone();
             let generation = generation.clone();
@@ -111,6 +116,7 @@ impl RunningGateway {
                 match stack::build(config, &carry) {
                     Ok(built) => {
                         server_limits.store(Arc::new(config.limits.0.server_limits()));
+                        proxy_protocol.update(config);
                         current.store(Arc::new(built.service));
                         carry.commit();
                         // A reload reopens the access log, as Apache's graceful restart does.
@@ -121,6 +127,7 @@ impl RunningGateway {
                         spawn_all(built.background);
                         let mut new_status = built.status;
                         new_status.generation = generation.fetch_add(1, Ordering::Relaxed) + 1;
+                        new_status.proxy_protocol = proxy_protocol.all();
                         status.store(Arc::new(new_status));
                         Ok(())
                     }
@@ -138,6 +145,11 @@ impl RunningGateway {
             grace_period: config.server.grace_period,
             http2: config.server.http2.clone(),
             limits: server_limits,
+            proxy_protocol: proxy_protocol.plain.clone(),
+        };
+        let tls_opts = ServerOptions {
+            proxy_protocol: proxy_protocol.tls.clone(),
+            ..opts.clone()
         };
         let mut servers = JoinSet::new();
         // Each worker accepts on its own socket of every address and serves what it accepts.
@@ -166,7 +178,7 @@ impl RunningGateway {
                 Box::pin(serve(
                     listener,
                     current.clone(),
-                    opts.clone(),
+                    tls_opts.clone(),
                     Transport::Tls(certificates.clone()),
                     stopped.clone(),
                 ))
@@ -182,7 +194,7 @@ impl RunningGateway {
                 Box::pin(serve(
                     listener,
                     redirect.clone(),
-                    opts.clone(),
+                    tls_opts.clone(),
                     Transport::Plain,
                     stopped.clone(),
                 ))
@@ -221,6 +233,7 @@ impl RunningGateway {
             reloader,
             config_path: None,
             access_log,
+            proxy_protocol,
             workers_config: config.server.workers,
             _workers: workers,
         })
@@ -279,6 +292,16 @@ impl RunningGateway {
         if let Some(w) = self.access_log.load_full() {
             w.reopen();
         }
+    }
+
+    /// The PROXY protocol counts of the `[server]` listeners and of the `[tls]` ones
+    /// (`None` where it is off), kept across reloads.
+    pub fn proxy_protocol_stats(&self) -> (Option<ProxyProtocolStats>, Option<ProxyProtocolStats>) {
+        let stats = |s: &ArcSwapOption<ProxyProtocol>| s.load().as_ref().map(|p| p.stats());
+        (
+            stats(&self.proxy_protocol.plain),
+            stats(&self.proxy_protocol.tls),
+        )
     }
 
     /// The config generation serving now: 1 at start, one more per successful reload.
@@ -410,6 +433,62 @@ fn bind(
 fn spawn_all(work: Vec<stack::Background>) {
     for w in work {
         tokio::spawn(w);
+    }
+}
+
+/// The PROXY protocol acceptors of the `[server]` and `[tls]` listeners, swapped on reload.
+#[derive(Clone)]
+struct ProxyProtocols {
+    plain: Arc<ArcSwapOption<ProxyProtocol>>,
+    tls: Arc<ArcSwapOption<ProxyProtocol>>,
+}
+
+impl ProxyProtocols {
+    fn new(config: &Config) -> Self {
+        let this = Self {
+            plain: Arc::default(),
+            tls: Arc::default(),
+        };
+        this.update(config);
+        this
+    }
+
+    /// Stores the acceptors `config` asks for; counts carry over.
+    fn update(&self, config: &Config) {
+        let timeout = config.server.header_read_timeout;
+        let server = &config.server;
+        let tls = config.tls.as_ref();
+        for (slot, on, from) in [
+            (
+                &self.plain,
+                server.proxy_protocol,
+                &server.proxy_protocol_from[..],
+            ),
+            (
+                &self.tls,
+                tls.is_some_and(|t| t.proxy_protocol),
+                tls.map_or(&[][..], |t| &t.proxy_protocol_from[..]),
+            ),
+        ] {
+            let new = on.then(|| {
+                let builder = ProxyProtocol::builder()
+                    .trusted_networks(from.iter().map(|n| n.0))
+                    .timeout(timeout);
+                match slot.load_full() {
+                    Some(old) => builder.keep_stats(&old).build(),
+                    None => builder.build(),
+                }
+            });
+            slot.store(new.map(Arc::new));
+        }
+    }
+
+    /// The acceptors on, by listener group, for the status page and metrics.
+    fn all(&self) -> Vec<(&'static str, ProxyProtocol)> {
+        [("server", &self.plain), ("tls", &self.tls)]
+            .into_iter()
+            .filter_map(|(name, slot)| slot.load_full().map(|p| (name, ProxyProtocol::clone(&p))))
+            .collect()
     }
 }
 

@@ -19,6 +19,13 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 const STACK: &[Layer] = &[
     Layer {
+        // Not a tower layer: the listeners read the header before HTTP starts.
+        name: "proxy-protocol",
+        krate: "towergate-proxy-protocol",
+        replaces: "RemoteIPProxyProtocol (2.4.31+; HAProxy accept-proxy)",
+        on: |c| c.server.proxy_protocol || c.tls.as_ref().is_some_and(|t| t.proxy_protocol),
+    },
+    Layer {
         name: "access-log",
         krate: "towergate-access-log",
         replaces: "LogFormat, CustomLog",

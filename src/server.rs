@@ -1,14 +1,16 @@
 //! The accept loop: HTTP/1.1 keep-alive and HTTP/2 connections served by hyper-util, in
 //! cleartext (HTTP/2 by prior knowledge, `h2c`) or over TLS (HTTP/2 by ALPN), with a
 //! header-read timeout, parser ceilings from `[limits]`, HTTP/2 stream and reset limits,
-//! and graceful shutdown.
+//! and graceful shutdown. A listener may take a PROXY protocol header first (from an L4
+//! balancer): its client address then becomes the connection's [`PeerAddr`] (and its
+//! destination the [`LocalAddr`]), before the TLS handshake and everything else.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -22,6 +24,7 @@ use tower::{Service, ServiceExt};
 use towergate_access_log::LocalAddr;
 use towergate_client_addr::PeerAddr;
 use towergate_proxy::FrontTls;
+use towergate_proxy_protocol::ProxyProtocol;
 use towergate_request_limits::ServerLimits;
 
 use crate::config::Http2Config;
@@ -42,6 +45,9 @@ pub struct ServerOptions {
     pub limits: Arc<ArcSwap<ServerLimits>>,
     /// HTTP/2 settings.
     pub http2: Http2Config,
+    /// The PROXY protocol acceptor when connections start with its header (`None`: off).
+    /// A reload stores a new one; connections accepted from then on use it.
+    pub proxy_protocol: Arc<ArcSwapOption<ProxyProtocol>>,
 }
 
 /// What a listener speaks.
@@ -81,8 +87,9 @@ pub fn connection_builder(
 }
 
 /// Serves `listener` with `service` until `shutdown` turns true, then stops accepting and
-/// gives connections the grace period to finish their requests. A TLS handshake must
-/// complete within the header-read timeout.
+/// gives connections the grace period to finish their requests. A PROXY protocol header
+/// (when the listener takes one) and a TLS handshake must each complete within the
+/// header-read timeout.
 pub async fn serve<S, B>(
     listener: TcpListener,
     service: S,
@@ -122,30 +129,38 @@ pub async fn serve<S, B>(
             limits = current;
             builder = Arc::new(connection_builder(&opts, &limits));
         }
-        let certificates = match &transport {
-            Transport::Plain => {
-                let conn = builder
-                    .serve_connection_with_upgrades(
-                        TokioIo::new(stream),
-                        per_peer(service.clone(), peer, local, false),
-                    )
-                    .into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
-                continue;
+        let proxy_protocol = opts.proxy_protocol.load_full();
+        let acceptor = match &transport {
+            Transport::Plain => None,
+            Transport::Tls(certificates) => {
+                Some(tokio_rustls::TlsAcceptor::from(certificates.current()))
             }
-            Transport::Tls(certificates) => certificates,
         };
-        // The handshake runs in the connection's own task, so a slow client never holds
-        // up the accept loop.
-        let acceptor = tokio_rustls::TlsAcceptor::from(certificates.current());
+        // The PROXY protocol header and the TLS handshake are read in the connection's own
+        // task, so a slow client never holds up the accept loop.
         let (builder, service, watcher) = (builder.clone(), service.clone(), graceful.watcher());
         let handshake_timeout = opts.header_read_timeout;
         tokio::spawn(async move {
+            let mut stream = stream;
+            let (peer, local) = match proxy_protocol {
+                None => (peer, local),
+                Some(pp) => match pp.accept(&mut stream, peer).await {
+                    Ok(header) => (header.source.unwrap_or(peer), header.destination.or(local)),
+                    // Refused (counted and logged by the acceptor): dropping the stream
+                    // closes it without an answer.
+                    Err(_) => return,
+                },
+            };
+            let Some(acceptor) = acceptor else {
+                let conn = builder.serve_connection_with_upgrades(
+                    TokioIo::new(stream),
+                    per_peer(service, peer, local, false),
+                );
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            };
             let stream =
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => stream,

@@ -33,6 +33,8 @@ pub struct Status {
     pub evasive: Option<towergate_evasive::EvasiveLayer>,
     /// The request limits: refusals per limit.
     pub limits: Option<towergate_request_limits::RequestLimitsLayer>,
+    /// The PROXY protocol acceptors by listener group (`server`, `tls`), where it is on.
+    pub proxy_protocol: Vec<(&'static str, towergate_proxy_protocol::ProxyProtocol)>,
 }
 
 impl Status {
@@ -45,6 +47,7 @@ impl Status {
             pools: Vec::new(),
             evasive: None,
             limits: None,
+            proxy_protocol: Vec::new(),
         }
     }
 
@@ -82,6 +85,20 @@ impl Status {
             "routes": self.routes.iter().map(|r| json!({"name": r.name, "prefix": r.prefix, "target": r.target})).collect::<Vec<_>>(),
             "evasive": self.evasive_json(),
             "limits": self.limits_json(),
+            "proxy_protocol": self.proxy_protocol.iter().map(|(listeners, pp)| {
+                let s = pp.stats();
+                json!({
+                    "listeners": listeners,
+                    "proxied": s.proxied,
+                    "local": s.local,
+                    "refused": {
+                        "untrusted": s.untrusted,
+                        "invalid": s.invalid,
+                        "timeout": s.timed_out,
+                        "closed": s.closed,
+                    },
+                })
+            }).collect::<Vec<_>>(),
             "pools": self.pools.iter().map(|p| serde_json::to_value(p.snapshot()).unwrap_or(Value::Null)).collect::<Vec<_>>(),
         })
     }
@@ -106,6 +123,26 @@ impl Status {
                 &[],
                 stats.tracked as f64,
             );
+        }
+        for (listeners, pp) in &self.proxy_protocol {
+            let s = pp.stats();
+            for (result, n) in [
+                ("proxied", s.proxied),
+                ("local", s.local),
+                ("untrusted", s.untrusted),
+                ("invalid", s.invalid),
+                ("timeout", s.timed_out),
+                ("closed", s.closed),
+            ] {
+                self.metrics.set_gauge(
+                    "towergate_proxy_protocol_connections",
+                    &[
+                        ("listeners", (*listeners).to_owned()),
+                        ("result", result.to_owned()),
+                    ],
+                    n as f64,
+                );
+            }
         }
         if let Some(limits) = &self.limits {
             let s = limits.stats();
@@ -229,6 +266,14 @@ impl Status {
                 );
             }
             h.push_str("</table>");
+        }
+        for (listeners, pp) in &self.proxy_protocol {
+            let s = pp.stats();
+            let _ = write!(
+                h,
+                "<h2>PROXY protocol on the [{listeners}] listeners <small>({} connections with a client address, {} without (balancer checks); refused: {} untrusted, {} invalid, {} timed out, {} closed early)</small></h2>",
+                s.proxied, s.local, s.untrusted, s.invalid, s.timed_out, s.closed
+            );
         }
         h.push_str(
             "<p><a href=status.json>JSON</a> · <a href=metrics>metrics</a></p></body></html>",

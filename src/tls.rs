@@ -44,6 +44,13 @@ pub struct TlsConfig {
     /// The certificates, chosen by SNI.
     #[serde(rename = "certificate")]
     pub certificates: Vec<CertificateConfig>,
+    /// Connections on `listen` and `redirect_http` start with a PROXY protocol header
+    /// (v1 or v2), before the TLS handshake; as `server.proxy_protocol`.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// The balancers trusted to send it; as `server.proxy_protocol_from`.
+    #[serde(default, deserialize_with = "crate::config::proxy_protocol_from::tls")]
+    pub proxy_protocol_from: Vec<towergate_client_addr::NetSpec>,
 }
 
 /// `[[tls.certificate]]`: one certificate chain, its key and the names it serves.
@@ -430,6 +437,8 @@ mod tests {
             listen: vec![],
             redirect_http: vec![],
             certificates: certs,
+            proxy_protocol: false,
+            proxy_protocol_from: vec![],
         }
     }
 

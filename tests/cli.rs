@@ -34,6 +34,31 @@ fn check_names_file_line_column_and_the_typoed_key() {
 }
 
 #[test]
+fn check_validates_the_proxy_protocol_keys() {
+    let head = "[server]\nlisten = [\"127.0.0.1:8080\"]\nproxy_protocol = true\n";
+    let route = "[[route]]\nprefix = \"/\"\nupstream = \"http://a.lan\"\n";
+    let (ok, _, stderr, file) = check(&format!(
+        "{head}proxy_protocol_from = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\n{route}"
+    ));
+    assert!(!ok);
+    let expected = format!(
+        "{}:4:23: server.proxy_protocol_from: `10.0.0.0/33` is not an IP address or CIDR network",
+        file.path().display()
+    );
+    assert!(stderr.starts_with(&expected), "{stderr}");
+    let (ok, _, stderr, _) = check(&format!("{head}{route}"));
+    assert!(!ok);
+    assert!(
+        stderr.contains("server.proxy_protocol_from: name the balancers"),
+        "{stderr}"
+    );
+    let (ok, stdout, stderr, _) = check(&format!(
+        "{head}proxy_protocol_from = [\"10.0.0.0/8\", \"2001:db8::1\"]\n{route}"
+    ));
+    assert!(ok, "{stdout}{stderr}");
+}
+
+#[test]
 fn check_accepts_the_seed_cluster() {
     let out = Command::new(env!("CARGO_BIN_EXE_towergate"))
         .args([
