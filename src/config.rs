@@ -68,6 +68,10 @@ pub struct Config {
     /// `[error_log]`: the gateway's own messages (`ErrorLog`, `LogLevel`).
     #[serde(default)]
     pub error_log: crate::error_log::ErrorLogConfig,
+    /// `[cluster]`: flood counts, blocks and operator intent shared with other instances
+    /// through Redis (cargo feature `redis`); off when absent.
+    #[serde(default)]
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 /// `[upstream_tls]`: verification of `https://` upstreams.

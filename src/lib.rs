@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod carry;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod dispatch;

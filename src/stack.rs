@@ -150,15 +150,20 @@ pub fn build(
         (!config.client_addr.trusted_proxies.is_empty()).then(|| config.client_addr.build());
     let acl = (config.acl != towergate_acl::AclConfig::default()).then(|| config.acl.build());
     let charfilter = (!config.charfilter.rules.is_empty()).then(|| config.charfilter.build());
+    let cluster = cluster(config, carry)?;
     let evasive = config
         .evasive
         .as_ref()
-        .map(|c| evasive(c, carry))
+        .map(|c| evasive(c, config, carry))
         .transpose()?;
 
     let limits = RequestLimitsLayer::from_config(config.limits.0);
     status.limits = Some(limits.clone());
     status.evasive = evasive.clone();
+    if let Some(cluster) = &cluster {
+        cluster.set_pools(status.pools.clone());
+    }
+    status.cluster = cluster;
 
     // Always present, empty when unconfigured: it sets the request body type inside.
     let error_pages = match &config.error_pages {
@@ -201,14 +206,68 @@ pub fn build(
     })
 }
 
+/// The `[cluster]` membership (shared operator intent), carried across reloads while the
+/// section stays the same.
+fn cluster(
+    config: &Config,
+    carry: &Carryover,
+) -> anyhow::Result<Option<Arc<crate::cluster::ClusterState>>> {
+    let Some(section) = &config.cluster else {
+        return Ok(None);
+    };
+    #[cfg(feature = "redis")]
+    {
+        let c = &section.0;
+        let state = carry.reuse::<crate::cluster::ClusterState, _>(
+            "cluster",
+            &format!("{c:?}"),
+            || {
+                let (state, work) = crate::cluster::start(c)?;
+                Ok((state, Some(work)))
+            },
+        )?;
+        Ok(Some(state))
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = carry;
+        section.0.validate().map_err(anyhow::Error::msg)?;
+        Ok(None)
+    }
+}
+
 /// The `[evasive]` layer. Its table (counts and blocks) and sweeper are carried across
-/// reloads while the section stays the same; a changed section starts a new table.
+/// reloads while the section (and `[cluster]`) stays the same; a changed section starts a
+/// new table. With `[cluster]` its counts and blocks are shared through Redis.
 fn evasive(
     c: &towergate_evasive::EvasiveConfig,
+    config: &Config,
     carry: &Carryover,
 ) -> anyhow::Result<towergate_evasive::EvasiveLayer> {
+    let fingerprint = format!("{c:?} {:?}", config.cluster);
     let layer =
-        carry.reuse::<towergate_evasive::EvasiveLayer, _>("evasive", &format!("{c:?}"), || {
+        carry.reuse::<towergate_evasive::EvasiveLayer, _>("evasive", &fingerprint, || {
+            #[cfg(feature = "redis")]
+            if let Some(cluster) = &config.cluster {
+                let limits = towergate_evasive::Limits {
+                    page_count: c.page_count,
+                    page_interval: c.page_interval,
+                    site_count: c.site_count,
+                    site_interval: c.site_interval,
+                    blocking_period: c.blocking_period,
+                };
+                let (store, sync) = towergate_evasive::RedisStore::new(
+                    &limits,
+                    c.max_tracked.max(1),
+                    cluster.0.options(),
+                )
+                .map_err(|e| anyhow::anyhow!("cluster.{e}"))?;
+                let (layer, sweeper) = c.builder()?.store(store).build()?;
+                let work = async move {
+                    tokio::join!(sweeper.run(), sync.run());
+                };
+                return Ok((Arc::new(layer), Some(Box::pin(work) as Background)));
+            }
             let (layer, sweeper) = c.build()?;
             Ok((Arc::new(layer), Some(Box::pin(sweeper.run()) as Background)))
         })?;

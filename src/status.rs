@@ -35,6 +35,8 @@ pub struct Status {
     pub limits: Option<towergate_request_limits::RequestLimitsLayer>,
     /// The PROXY protocol acceptors by listener group (`server`, `tls`), where it is on.
     pub proxy_protocol: Vec<(&'static str, towergate_proxy_protocol::ProxyProtocol)>,
+    /// Membership in a cluster (`[cluster]`): shared operator intent and the link to Redis.
+    pub cluster: Option<Arc<crate::cluster::ClusterState>>,
 }
 
 impl Status {
@@ -48,6 +50,7 @@ impl Status {
             evasive: None,
             limits: None,
             proxy_protocol: Vec::new(),
+            cluster: None,
         }
     }
 
@@ -78,6 +81,14 @@ impl Status {
         json!({"line": s.line, "fields": s.fields, "field_size": s.field_size, "body_declared": s.body_declared, "body_streamed": s.body_streamed})
     }
 
+    fn cluster_json(&self) -> Value {
+        let Some(cluster) = &self.cluster else {
+            return Value::Null;
+        };
+        let evasive = self.evasive.as_ref().and_then(|e| e.link());
+        cluster.to_json(evasive.as_ref())
+    }
+
     /// The status as JSON.
     pub fn to_json(&self) -> Value {
         json!({
@@ -99,6 +110,7 @@ impl Status {
                     },
                 })
             }).collect::<Vec<_>>(),
+            "cluster": self.cluster_json(),
             "pools": self.pools.iter().map(|p| serde_json::to_value(p.snapshot()).unwrap_or(Value::Null)).collect::<Vec<_>>(),
         })
     }
@@ -142,6 +154,24 @@ impl Status {
                     ],
                     n as f64,
                 );
+            }
+        }
+        if let Some(cluster) = &self.cluster {
+            let intent = cluster.intent_link();
+            let evasive = self.evasive.as_ref().and_then(|e| e.link());
+            let mut parts = vec![("intent", intent.up, intent.failures)];
+            if let Some(e) = &evasive {
+                parts.push(("evasive", e.up, e.failures));
+            }
+            for (part, up, failures) in parts {
+                let labels = [("part", part.to_owned())];
+                self.metrics.set_gauge(
+                    "towergate_cluster_link_up",
+                    &labels,
+                    if up { 1.0 } else { 0.0 },
+                );
+                self.metrics
+                    .set_gauge("towergate_cluster_sync_failures", &labels, failures as f64);
             }
         }
         if let Some(limits) = &self.limits {
@@ -197,6 +227,31 @@ impl Status {
             "<h1>towergate</h1><p>configuration generation <b id=generation>{}</b></p>",
             self.generation
         );
+        if let Some(cluster) = &self.cluster {
+            let intent = cluster.intent_link();
+            let evasive = self.evasive.as_ref().and_then(|e| e.link());
+            let _ = write!(
+                h,
+                "<h2>Cluster</h2><p>instance <b>{}</b>, Redis {}, key prefix {}</p><table id=cluster><tr><th>shared</th><th>link</th><th>failed syncs</th><th>last error</th></tr>",
+                esc(&cluster.instance),
+                esc(&cluster.redis),
+                esc(&cluster.key_prefix)
+            );
+            let mut rows = vec![("operator intent", intent.up, intent.failures, intent.last_error)];
+            if let Some(e) = evasive {
+                rows.push(("flood counts and blocks", e.up, e.failures, e.last_error));
+            }
+            for (what, up, failures, error) in rows {
+                let _ = write!(
+                    h,
+                    "<tr class={}><td>{what}</td><td>{}</td><td>{failures}</td><td>{}</td></tr>",
+                    if up { "up" } else { "down" },
+                    if up { "up" } else { "down: local only" },
+                    esc(error.as_deref().unwrap_or(""))
+                );
+            }
+            h.push_str("</table>");
+        }
         h.push_str(
             "<h2>Routes</h2><table id=routes><tr><th>name</th><th>prefix</th><th>target</th></tr>",
         );
@@ -336,6 +391,9 @@ impl Status {
             .ok_or_else(|| format!("pool `{}` has no member {index}", pool.name()))?;
         let url = member.url().to_owned();
         pool.set_intent(&url, intent);
+        if let Some(cluster) = &self.cluster {
+            cluster.publish(pool.name(), &url, intent);
+        }
         tracing::warn!(target: "towergate::admin", pool = pool.name(), member = %url, ?intent, "operator changed a member");
         Ok(format!("{} {url}: {intent:?}", pool.name()))
     }

@@ -135,6 +135,12 @@ impl EvasiveLayer {
         &self.shared.whitelist
     }
 
+    /// The state of a shared store's link to the other instances (`None` for a store of
+    /// one instance, such as the default [`MemoryStore`]).
+    pub fn link(&self) -> Option<crate::LinkStatus> {
+        self.shared.store.link()
+    }
+
     /// The store behind the layer.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.shared.store

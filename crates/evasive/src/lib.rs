@@ -187,6 +187,8 @@ mod config;
 mod future;
 mod layer;
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 mod store;
 mod sweeper;
 mod whitelist;
@@ -197,7 +199,9 @@ pub use layer::{
     Evasive, EvasiveBuilder, EvasiveLayer, EvasiveStats, MAX_PAGE_COUNT, MAX_SITE_COUNT,
 };
 pub use memory::{MAX_PAGE_SLOTS, MAX_PERIOD, MemoryStore};
-pub use store::{Block, Limits, Reason, Store, Verdict};
+pub use store::{Block, Limits, LinkStatus, Reason, Store, Verdict};
+#[cfg(feature = "redis")]
+pub use redis::{RedisOptions, RedisStore, RedisSync};
 pub use sweeper::Sweeper;
 pub use whitelist::{Whitelist, parse_entry as parse_whitelist_entry};
 

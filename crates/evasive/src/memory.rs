@@ -198,15 +198,70 @@ fn since(now: u32, then: u32) -> u32 {
     now.wrapping_sub(then)
 }
 
-impl Store for MemoryStore {
-    fn check(&self, client: IpNet, path: &str, now: Instant) -> Verdict {
+impl MemoryStore {
+    /// [`Store::check`], with `remote` requests (site, page) made elsewhere within the
+    /// intervals added to the client's own counts: a shared store's local decision.
+    #[inline]
+    pub(crate) fn check_with(
+        &self,
+        client: IpNet,
+        path: &str,
+        now: Instant,
+        remote: (u32, u32),
+    ) -> Verdict {
         let hash = self.keys.hash_one(client);
         let page = self.keys.hash_one(path);
         let t = self.tick(now);
         let mut guard = self.shard(hash);
         let shard = &mut *guard;
         let i = shard.find_or_insert(client, hash, t);
-        shard.entries[i as usize].judge(&self.rules, page, t, now)
+        shard.entries[i as usize].judge(&self.rules, page, t, now, remote)
+    }
+
+    /// Blocks `client` until `until` (or later, if it is blocked longer already) for a
+    /// block made elsewhere; `true` if it was not blocked before.
+    #[cfg(feature = "redis")]
+    pub(crate) fn impose(&self, client: IpNet, reason: Reason, until: Instant, now: Instant) -> bool {
+        let hash = self.keys.hash_one(client);
+        let t = self.tick(now);
+        let until = self.tick(until);
+        if until <= t {
+            return false;
+        }
+        let mut guard = self.shard(hash);
+        let shard = &mut *guard;
+        let i = shard.find_or_insert(client, hash, t);
+        let e = &mut shard.entries[i as usize];
+        if e.blocked && t < e.until {
+            e.until = e.until.max(until);
+            return false;
+        }
+        e.blocked = true;
+        e.reason = reason;
+        e.since = t;
+        e.until = until;
+        e.refused = 0;
+        e.forget_counts();
+        true
+    }
+
+    /// The reason and end of `client`'s block, if it is blocked at `now`.
+    #[cfg(feature = "redis")]
+    pub(crate) fn block_of(&self, client: IpNet, now: Instant) -> Option<(Reason, Instant)> {
+        let hash = self.keys.hash_one(client);
+        let t = self.tick(now);
+        let shard = self.shard(hash);
+        let &i = shard.index.get(&hash)?;
+        let e = &shard.entries[i as usize];
+        (e.client == client && e.blocked && t < e.until)
+            .then(|| (e.reason, now + Duration::from_millis(e.until - t)))
+    }
+}
+
+impl Store for MemoryStore {
+    #[inline]
+    fn check(&self, client: IpNet, path: &str, now: Instant) -> Verdict {
+        self.check_with(client, path, now, (0, 0))
     }
 
     fn blocks(&self, now: Instant) -> Vec<Block> {
@@ -313,7 +368,14 @@ impl Entry {
         self.pages.clear();
     }
 
-    fn judge(&mut self, r: &Rules, page: u64, t: u64, now: Instant) -> Verdict {
+    fn judge(
+        &mut self,
+        r: &Rules,
+        page: u64,
+        t: u64,
+        now: Instant,
+        (remote_site, remote_page): (u32, u32),
+    ) -> Verdict {
         // Requests racing for the shard lock may arrive a millisecond out of order: keep
         // the entry's clock monotonic.
         let t = t.max(self.last_seen);
@@ -337,7 +399,7 @@ impl Entry {
             }
             self.site.pop_front();
         }
-        if self.site.len() >= r.site_count {
+        if self.site.len() + remote_site as usize >= r.site_count {
             return self.block(Reason::Site, r, t, now);
         }
 
@@ -353,7 +415,7 @@ impl Entry {
             times.copy_within(expired..len, 0);
             len -= expired;
         }
-        if len >= r.page_count {
+        if len + remote_page as usize >= r.page_count {
             return self.block(Reason::Page, r, t, now);
         }
         times[len] = t32;

@@ -134,4 +134,28 @@ pub trait Store: Send + Sync + 'static {
     /// How many tracked clients were forgotten to make room for new ones since the store
     /// was built (the table was full).
     fn evicted(&self) -> u64;
+
+    /// The state of the link to the other instances, for a store shared between them;
+    /// `None` (the default) for a store of one instance.
+    fn link(&self) -> Option<LinkStatus> {
+        None
+    }
+}
+
+/// How a shared store's link to its peers (Redis) is doing, for a status page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkStatus {
+    /// The last sync succeeded: counts and blocks are shared. When `false` the store
+    /// decides on local counts only (fail open) until the link is back.
+    pub up: bool,
+    /// When `up` last changed (or the store was built).
+    pub since: SystemTime,
+    /// Syncs that succeeded since the store was built.
+    pub syncs: u64,
+    /// Syncs that failed (Redis unreachable, slow or answering errors).
+    pub failures: u64,
+    /// Why the last failed sync failed.
+    pub last_error: Option<String>,
+    /// Events (counted requests, blocks) dropped because the queue to Redis was full.
+    pub dropped: u64,
 }
