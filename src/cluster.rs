@@ -334,3 +334,49 @@ async fn share_intents(
         link.last_error = Some(error);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::Config;
+
+    const BASE: &str = "[server]\nlisten = [\"127.0.0.1:0\"]\n\n";
+
+    #[cfg(not(feature = "redis"))]
+    #[test]
+    fn a_cluster_section_needs_the_redis_feature() {
+        let text = format!("{BASE}[cluster]\nredis = \"redis://127.0.0.1:6379\"\n");
+        let e = Config::from_toml(&text, Path::new("gw.toml")).unwrap_err();
+        let e = e.to_string();
+        assert!(e.starts_with("gw.toml:4:"), "{e}");
+        assert!(e.contains("built without Redis support"), "{e}");
+        assert!(e.contains("--features redis"), "{e}");
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn cluster_values_are_checked_where_they_are_written() {
+        let ok = format!("{BASE}[cluster]\nredis = \"redis://127.0.0.1:6379\"\ninstance = \"gw1\"\n");
+        let config = Config::from_toml(&ok, Path::new("gw.toml")).unwrap();
+        let c = &config.cluster.unwrap().0;
+        assert_eq!(c.options().instance, "gw1");
+        assert_eq!(c.key_prefix, "towergate");
+        for (extra, key) in [
+            ("redis = \"http://x\"", "cluster.redis"),
+            ("redis = \"redis://h\"\ninstance = \"a b\"", "cluster.instance"),
+            ("redis = \"redis://h\"\nsync_interval = \"2s\"", "cluster.sync_interval"),
+            ("redis = \"redis://h\"\nkey_prefix = \"\"", "cluster.key_prefix"),
+        ] {
+            let text = format!("{BASE}[cluster]\n{extra}\n");
+            let e = Config::from_toml(&text, Path::new("gw.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("gw.toml:4:"), "{e}");
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        let text = format!("{BASE}[cluster]\nredis = \"redis://h\"\nsync = \"1s\"\n");
+        let e = Config::from_toml(&text, Path::new("gw.toml")).unwrap_err();
+        assert!(e.to_string().contains("unknown field `sync`"), "{e}");
+    }
+}
