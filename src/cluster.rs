@@ -76,7 +76,9 @@ impl ClusterConfig {
     /// Checks the values; the error names the key.
     #[cfg(feature = "redis")]
     pub fn validate(&self) -> Result<(), String> {
-        self.options().validate().map_err(|e| format!("cluster.{e}"))
+        self.options()
+            .validate()
+            .map_err(|e| format!("cluster.{e}"))
     }
 
     /// Without Redis support built in, a `[cluster]` section cannot work.
@@ -190,11 +192,15 @@ const INTENT_TTL_MS: u64 = 24 * 3600 * 1000;
 
 /// The cluster state for `config`, and its background work (sharing operator intent).
 #[cfg(feature = "redis")]
-pub fn start(config: &ClusterConfig) -> anyhow::Result<(Arc<ClusterState>, crate::stack::Background)> {
+pub fn start(
+    config: &ClusterConfig,
+) -> anyhow::Result<(Arc<ClusterState>, crate::stack::Background)> {
     use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
     let options = config.options();
-    options.validate().map_err(|e| anyhow::anyhow!("cluster.{e}"))?;
+    options
+        .validate()
+        .map_err(|e| anyhow::anyhow!("cluster.{e}"))?;
     let client = redis::Client::open(options.url.as_str())?;
     let manager = ConnectionManager::new_lazy_with_config(
         client,
@@ -357,16 +363,26 @@ mod tests {
     #[cfg(feature = "redis")]
     #[test]
     fn cluster_values_are_checked_where_they_are_written() {
-        let ok = format!("{BASE}[cluster]\nredis = \"redis://127.0.0.1:6379\"\ninstance = \"gw1\"\n");
+        let ok =
+            format!("{BASE}[cluster]\nredis = \"redis://127.0.0.1:6379\"\ninstance = \"gw1\"\n");
         let config = Config::from_toml(&ok, Path::new("gw.toml")).unwrap();
         let c = &config.cluster.unwrap().0;
         assert_eq!(c.options().instance, "gw1");
         assert_eq!(c.key_prefix, "towergate");
         for (extra, key) in [
             ("redis = \"http://x\"", "cluster.redis"),
-            ("redis = \"redis://h\"\ninstance = \"a b\"", "cluster.instance"),
-            ("redis = \"redis://h\"\nsync_interval = \"2s\"", "cluster.sync_interval"),
-            ("redis = \"redis://h\"\nkey_prefix = \"\"", "cluster.key_prefix"),
+            (
+                "redis = \"redis://h\"\ninstance = \"a b\"",
+                "cluster.instance",
+            ),
+            (
+                "redis = \"redis://h\"\nsync_interval = \"2s\"",
+                "cluster.sync_interval",
+            ),
+            (
+                "redis = \"redis://h\"\nkey_prefix = \"\"",
+                "cluster.key_prefix",
+            ),
         ] {
             let text = format!("{BASE}[cluster]\n{extra}\n");
             let e = Config::from_toml(&text, Path::new("gw.toml"))

@@ -218,14 +218,11 @@ fn cluster(
     #[cfg(feature = "redis")]
     {
         let c = &section.0;
-        let state = carry.reuse::<crate::cluster::ClusterState, _>(
-            "cluster",
-            &format!("{c:?}"),
-            || {
+        let state =
+            carry.reuse::<crate::cluster::ClusterState, _>("cluster", &format!("{c:?}"), || {
                 let (state, work) = crate::cluster::start(c)?;
                 Ok((state, Some(work)))
-            },
-        )?;
+            })?;
         Ok(Some(state))
     }
     #[cfg(not(feature = "redis"))]

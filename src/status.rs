@@ -237,7 +237,12 @@ impl Status {
                 esc(&cluster.redis),
                 esc(&cluster.key_prefix)
             );
-            let mut rows = vec![("operator intent", intent.up, intent.failures, intent.last_error)];
+            let mut rows = vec![(
+                "operator intent",
+                intent.up,
+                intent.failures,
+                intent.last_error,
+            )];
             if let Some(e) = evasive {
                 rows.push(("flood counts and blocks", e.up, e.failures, e.last_error));
             }

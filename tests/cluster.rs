@@ -398,7 +398,10 @@ async fn redis_killed_mid_run_fails_no_request_and_sharing_resumes() {
     load.await.unwrap();
     let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     assert!(sent > 20, "the load ran ({sent} requests)");
-    assert_eq!(failed, 0, "{failed} of {sent} requests failed while Redis was away");
+    assert_eq!(
+        failed, 0,
+        "{failed} of {sent} requests failed while Redis was away"
+    );
 
     // Sharing resumed: a block made on B reaches A.
     let flooder = "127.0.0.32";

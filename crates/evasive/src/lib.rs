@@ -199,9 +199,9 @@ pub use layer::{
     Evasive, EvasiveBuilder, EvasiveLayer, EvasiveStats, MAX_PAGE_COUNT, MAX_SITE_COUNT,
 };
 pub use memory::{MAX_PAGE_SLOTS, MAX_PERIOD, MemoryStore};
-pub use store::{Block, Limits, LinkStatus, Reason, Store, Verdict};
 #[cfg(feature = "redis")]
 pub use redis::{RedisOptions, RedisStore, RedisSync};
+pub use store::{Block, Limits, LinkStatus, Reason, Store, Verdict};
 pub use sweeper::Sweeper;
 pub use whitelist::{Whitelist, parse_entry as parse_whitelist_entry};
 

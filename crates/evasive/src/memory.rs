@@ -221,7 +221,13 @@ impl MemoryStore {
     /// Blocks `client` until `until` (or later, if it is blocked longer already) for a
     /// block made elsewhere; `true` if it was not blocked before.
     #[cfg(feature = "redis")]
-    pub(crate) fn impose(&self, client: IpNet, reason: Reason, until: Instant, now: Instant) -> bool {
+    pub(crate) fn impose(
+        &self,
+        client: IpNet,
+        reason: Reason,
+        until: Instant,
+        now: Instant,
+    ) -> bool {
         let hash = self.keys.hash_one(client);
         let t = self.tick(now);
         let until = self.tick(until);

@@ -428,10 +428,22 @@ struct Remote {
 
 #[derive(Debug, Clone, Copy)]
 enum Event {
-    Hit { client: IpNet, page: u64, at: u64 },
-    Refused { client: IpNet },
-    Block { client: IpNet, reason: Reason, until: u64 },
-    Unblock { client: IpNet },
+    Hit {
+        client: IpNet,
+        page: u64,
+        at: u64,
+    },
+    Refused {
+        client: IpNet,
+    },
+    Block {
+        client: IpNet,
+        reason: Reason,
+        until: u64,
+    },
+    Unblock {
+        client: IpNet,
+    },
 }
 
 /// Events waiting for the next round, in 16 queues so that requests of different
@@ -585,8 +597,7 @@ impl RedisSync {
                 Event::Hit { client, page, at } => {
                     site_hits.entry(client).or_default().push(at);
                     page_hits.entry((client, page)).or_default().push(at);
-                    if self.interest.len() < MAX_INTEREST || self.interest.contains_key(&client)
-                    {
+                    if self.interest.len() < MAX_INTEREST || self.interest.contains_key(&client) {
                         let i = self.interest.entry(client).or_default();
                         i.site_until = i.site_until.max(at + site_ms);
                         let p = i.pages.entry(page).or_default();
@@ -626,7 +637,13 @@ impl RedisSync {
             self.push_times(&mut pipe, &self.keys.site(*client), times, t, site_ms);
         }
         for ((client, page), times) in &page_hits {
-            self.push_times(&mut pipe, &self.keys.page(*client, *page), times, t, page_ms);
+            self.push_times(
+                &mut pipe,
+                &self.keys.page(*client, *page),
+                times,
+                t,
+                page_ms,
+            );
         }
         if !self.pending_blocks.is_empty() {
             let zadd = pipe.cmd("ZADD").arg(&self.keys.blocks).arg("GT");
@@ -669,7 +686,13 @@ impl RedisSync {
                     if pulled.len() >= MAX_PULLED_KEYS {
                         break 'pull;
                     }
-                    pull_times(&mut pipe, &self.keys.page(*client, *page), t, page_ms, page_limit);
+                    pull_times(
+                        &mut pipe,
+                        &self.keys.page(*client, *page),
+                        t,
+                        page_ms,
+                        page_limit,
+                    );
                     pulled.push((*client, Some(*page)));
                 }
             }
@@ -691,7 +714,10 @@ impl RedisSync {
         let mut answers = match answer {
             Ok(Ok(answers)) if answers.len() == pulled.len() + 1 => answers,
             Ok(Ok(answers)) => {
-                self.down(store, format!("unexpected answer: {} replies", answers.len()));
+                self.down(
+                    store,
+                    format!("unexpected answer: {} replies", answers.len()),
+                );
                 return;
             }
             Ok(Err(e)) => {
@@ -701,7 +727,10 @@ impl RedisSync {
             Err(_) => {
                 self.down(
                     store,
-                    format!("no answer within {}", humantime::format_duration(self.timeout)),
+                    format!(
+                        "no answer within {}",
+                        humantime::format_duration(self.timeout)
+                    ),
                 );
                 return;
             }
@@ -748,11 +777,19 @@ impl RedisSync {
         self.up(store);
     }
 
-    fn push_times(&mut self, pipe: &mut redis::Pipeline, key: &str, times: &[u64], t: u64, window: u64) {
+    fn push_times(
+        &mut self,
+        pipe: &mut redis::Pipeline,
+        key: &str,
+        times: &[u64],
+        t: u64,
+        window: u64,
+    ) {
         let zadd = pipe.cmd("ZADD").arg(key);
         for at in times {
             self.seq += 1;
-            zadd.arg(*at).arg(format!("{}{:x}", self.member_prefix, self.seq));
+            zadd.arg(*at)
+                .arg(format!("{}{:x}", self.member_prefix, self.seq));
         }
         zadd.ignore();
         pipe.cmd("ZREMRANGEBYSCORE")
