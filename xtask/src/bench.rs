@@ -68,6 +68,7 @@ const SCENARIOS: [Scenario; 4] = [
 
 const TG_FULL: &str = "towergate (all layers)";
 const TG_BARE: &str = "towergate (bare)";
+const TG_REDIS: &str = "towergate (all layers, Redis store)";
 const NGINX: &str = "nginx";
 const HAPROXY: &str = "HAProxy";
 const APACHE: &str = "Apache (event)";
@@ -110,7 +111,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let dir = scratch.path().to_owned();
     let mut notes = Vec::new();
     let outcome = (|| -> anyhow::Result<Report> {
-        let ports = cluster::ports(NAMES.len() + 5)?;
+        let ports = cluster::ports(NAMES.len() + 7)?;
         let listen: Vec<(String, u16)> = NAMES
             .iter()
             .zip(&ports)
@@ -159,6 +160,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
 
+        // The same full stack with `[cluster]`: the flood blocker's counts go to a local
+        // Redis, when `redis-server` is installed.
+        let redis = Redis::start(front_ports[6], &dir);
+        let redis_config = match &redis {
+            Some(r) => {
+                let generated = peers::towergate::generate(&peers::towergate::Options {
+                    bin: &bin,
+                    dir: &dir,
+                    port: front_ports[5],
+                    topo: &topo,
+                    tuning: &tuning,
+                    name: "towergate_redis",
+                })?;
+                Some(format!(
+                    "{}
+[cluster]
+redis = \"redis://127.0.0.1:{}/0\"\ninstance = \"bench\"\n",
+                    generated.full, r.port
+                ))
+            }
+            None => {
+                notes.push(
+                    "Redis store row skipped: redis-server is not installed (Debian package redis-server)."
+                        .to_owned(),
+                );
+                None
+            }
+        };
+
         eprintln!("starting front ends in {}", dir.display());
         let mut fronts: Vec<Front> = vec![
             cluster::start_front(
@@ -179,6 +209,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 &tuning,
                 Some((&bin, &generated_bare.bare)),
             )?,
+        ];
+        if let Some(config) = &redis_config {
+            fronts.push(cluster::start_front(
+                Kind::Towergate,
+                TG_REDIS,
+                &dir,
+                front_ports[5],
+                &topo,
+                &tuning,
+                Some((&bin, config)),
+            )?);
+        }
+        fronts.extend([
             cluster::start_front(
                 Kind::Nginx,
                 NGINX,
@@ -213,7 +256,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 pgid: backends.pid(),
                 proc: None,
             },
-        ];
+        ]);
         // HAProxy's backups need a passed health check before they count; let checks run.
         std::thread::sleep(Duration::from_millis(500));
         for f in &fronts {
@@ -327,6 +370,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .find(|m| m.front == label)
                 .map_or(0.0, |m| m.peak_rss_mib)
         };
+        if redis.is_some() {
+            notes.push(redis_ratio(&runs));
+        }
         let rows = report::summarise(&runs, NGINX, &peak);
         notes.push(
             "Errors: wrk socket errors plus answers outside 2xx/3xx. CPU: utime+stime of the front end's \
@@ -336,6 +382,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
         drop(fronts);
         drop(backends);
+        drop(redis);
         Ok(Report {
             machine,
             versions,
@@ -385,6 +432,73 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("configs and logs kept in {}", kept.display());
     }
     Ok(())
+}
+
+/// A `redis-server` for the Redis store row: loopback, no persistence, stopped by PID.
+struct Redis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start(port: u16, dir: &std::path::Path) -> Option<Redis> {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if started.elapsed() > Duration::from_secs(10) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Redis { child, port })
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Redis store row's req/s over the local-only full stack's, per scenario (medians
+/// over the rounds).
+fn redis_ratio(runs: &[Run]) -> String {
+    let median = |front: &str, scenario: &str| {
+        let mut v: Vec<f64> = runs
+            .iter()
+            .filter(|r| r.front == front && r.scenario == scenario)
+            .map(|r| r.wrk.rps)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let ratios: Vec<String> = SCENARIOS
+        .iter()
+        .map(|s| {
+            let full = median(TG_FULL, s.name);
+            let shared = median(TG_REDIS, s.name);
+            format!(
+                "{} {:.2}",
+                s.name,
+                if full > 0.0 { shared / full } else { 0.0 }
+            )
+        })
+        .collect();
+    format!(
+        "{TG_REDIS}: the full stack with `[cluster]` (flood counts pushed to and pulled from a local \
+         redis-server every 100 ms; wrk's one client counted on every request). Its req/s over \
+         {TG_FULL}'s: {}.",
+        ratios.join(", ")
+    )
 }
 
 /// Empties the access logs (every front end appends to them) so a whole bench does not

@@ -79,12 +79,18 @@ pub struct Binaries {
 
 /// Builds towergate and the xtask in release and returns the binaries' paths.
 pub fn build() -> anyhow::Result<Binaries> {
-    eprintln!("building (cargo build --release -p towergate -p xtask) ...");
+    // With `redis`: the bench's Redis row needs it; without `[cluster]` the feature
+    // changes nothing on the request path.
+    eprintln!(
+        "building (cargo build --release --features towergate/redis -p towergate -p xtask) ..."
+    );
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args([
             "build",
             "--release",
             "--quiet",
+            "--features",
+            "towergate/redis",
             "-p",
             "towergate",
             "-p",
@@ -93,7 +99,7 @@ pub fn build() -> anyhow::Result<Binaries> {
         .status()
         .context("cannot run cargo")?;
     if !status.success() {
-        bail!("cargo build --release -p towergate -p xtask failed");
+        bail!("cargo build --release --features towergate/redis -p towergate -p xtask failed");
     }
     let release = target_dir()?.join("release");
     let bins = Binaries {

@@ -126,11 +126,40 @@
 //! seeded), reads the clock, locks one of up to 64 shards for the few hundred
 //! nanoseconds its update takes, and touches an atomic counter only when it is refused.
 //!
-//! # Where it goes next
+//! # Several instances (cargo feature `redis`)
 //!
-//! Counting and blocks sit behind the [`Store`] trait; [`MemoryStore`] is the default.
-//! A store shared by several instances (Redis) can implement it and be given to
-//! [`EvasiveBuilder::store`]. [`EvasiveLayer::blocks`] is the snapshot for a status page.
+//! Counting and blocks sit behind the [`Store`] trait; [`MemoryStore`] is the default and
+//! nothing else is compiled without the feature. With the feature `redis`, `RedisStore`
+//! shares them between instances through one Redis server: with N instances a client's
+//! page and site counts are summed across instances within the intervals, and a block
+//! made on any instance is honoured by all within `2 × sync_interval + timeout` (300 ms by
+//! default). Decisions stay local and immediate: the request path never waits on Redis;
+//! counts are pushed and pulled in one pipelined round trip per `sync_interval`. A
+//! flood spread over N instances can overshoot by at most `(N − 1) × page_count` requests
+//! (`(N − 1) × site_count` for the site), during that first lag only. When Redis is
+//! away the store decides on local counts (fail open), logs it once, reports it in
+//! [`EvasiveLayer::link`], and resumes sharing when Redis is back. Every key has a prefix
+//! and expires on its own. The `redis_store` module docs give the details; the
+//! [`redis`](https://docs.rs/redis) crate was chosen for its tokio `ConnectionManager`
+//! (reconnects on its own) over `fred` (cluster and pool machinery not needed here).
+//!
+//! ```no_run
+//! # #[cfg(feature = "redis")]
+//! # async fn demo() {
+//! use towergate_evasive::{EvasiveLayer, Limits, RedisOptions, RedisStore};
+//!
+//! let limits = Limits { site_count: 30, ..Limits::default() };
+//! let mut options = RedisOptions::new("redis://10.0.0.5:6379/0");
+//! options.instance = "gw1".into();
+//! let (store, sync) = RedisStore::new(&limits, 100_000, options).unwrap();
+//! let (evasive, sweeper) = EvasiveLayer::builder().limits(limits).store(store).build().unwrap();
+//! tokio::spawn(sweeper.run());
+//! tokio::spawn(sync.run());
+//! # let _ = evasive;
+//! # }
+//! ```
+//!
+//! [`EvasiveLayer::blocks`] is the snapshot for a status page.
 //!
 //! # Example
 //!
@@ -188,7 +217,7 @@ mod future;
 mod layer;
 mod memory;
 #[cfg(feature = "redis")]
-mod redis;
+pub mod redis_store;
 mod store;
 mod sweeper;
 mod whitelist;
@@ -200,7 +229,7 @@ pub use layer::{
 };
 pub use memory::{MAX_PAGE_SLOTS, MAX_PERIOD, MemoryStore};
 #[cfg(feature = "redis")]
-pub use redis::{RedisOptions, RedisStore, RedisSync};
+pub use redis_store::{RedisOptions, RedisStore, RedisSync};
 pub use store::{Block, Limits, LinkStatus, Reason, Store, Verdict};
 pub use sweeper::Sweeper;
 pub use whitelist::{Whitelist, parse_entry as parse_whitelist_entry};

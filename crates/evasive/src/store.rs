@@ -3,7 +3,8 @@
 //! The layer decides *who* is counted (client address, whitelist, IPv6 grouping) and what a
 //! decision does (403, warning, report); the store decides *whether* a hit is over a limit
 //! and remembers blocks. [`MemoryStore`](crate::MemoryStore) is the default. A store shared
-//! by several gateway instances (Redis, say) implements the same trait.
+//! by several gateway instances implements the same trait (`RedisStore`, cargo feature
+//! `redis`).
 
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
