@@ -80,6 +80,12 @@ where
         }
     }
 
+    pub(crate) fn pass(future: S::Future) -> Self {
+        Self {
+            state: State::Inner { future, ctx: None },
+        }
+    }
+
     pub(crate) fn call(mut service: S, req: Request<WafBody<B>>, ctx: Ctx) -> Self {
         Self {
             state: State::Inner {
@@ -133,8 +139,10 @@ where
                 }
                 StateProj::Inner { future, ctx } => {
                     let res = ready!(future.poll(cx))?;
-                    let ctx = ctx.take().expect("polled after completion");
-                    return Poll::Ready(Ok(ctx.response(res)));
+                    return Poll::Ready(Ok(match ctx.take() {
+                        Some(ctx) => ctx.response(res),
+                        None => res,
+                    }));
                 }
                 StateProj::Reading { reading } => {
                     let r = reading.as_mut().expect("polled after completion");

@@ -46,7 +46,8 @@ pub struct WafStats {
 /// What every clone of the layer shares: the compiled rules and the counters.
 #[derive(Debug)]
 pub(crate) struct Inner {
-    pub(crate) rules: Arc<RuleSet>,
+    /// `None`: the layer is switched off and only sets the request body type.
+    pub(crate) rules: Option<Arc<RuleSet>>,
     pub(crate) body_access: bool,
     pub(crate) body_limit: usize,
     pub(crate) reject_over_limit: bool,
@@ -62,7 +63,7 @@ impl std::fmt::Debug for RuleSet {
 impl Inner {
     pub(crate) fn new(rules: Arc<RuleSet>, c: &WafConfig) -> Self {
         Self {
-            rules,
+            rules: Some(rules),
             body_access: c.request_body_access && c.engine != Engine::Off,
             body_limit: c.request_body_limit,
             // DetectionOnly never blocks, not even for size (as ModSecurity 2 behaves).
@@ -94,6 +95,23 @@ impl WafLayer {
         Self {
             inner: Arc::new(inner),
         }
+    }
+
+    /// A layer that inspects nothing: requests pass as they are (their body wrapped in
+    /// [`WafBody`], so that a stack has the same types with and without rules).
+    pub fn disabled() -> Self {
+        Self::from_inner(Inner {
+            rules: None,
+            body_access: false,
+            body_limit: 0,
+            reject_over_limit: false,
+            counters: Counters::default(),
+        })
+    }
+
+    /// Whether the layer has rules (it is not [`WafLayer::disabled`]).
+    pub fn is_enabled(&self) -> bool {
+        self.inner.rules.is_some()
     }
 
     /// Compiles `rules` (ModSecurity directives, as in a rules file) with the defaults of
@@ -286,8 +304,8 @@ fn ip_cstr(ip: Option<IpAddr>, buf: &mut [u8; 48]) -> &CStr {
 }
 
 /// Starts the transaction: connection, request line, headers (phase 1).
-fn begin<B>(req: &Request<B>, shared: &Arc<Inner>) -> Ctx {
-    let mut txn = Transaction::new(&shared.rules);
+fn begin<B>(req: &Request<B>, shared: &Arc<Inner>, rules: &Arc<RuleSet>) -> Ctx {
+    let mut txn = Transaction::new(rules);
     let client = towergate_client_addr::client_ip(req);
     let port = towergate_client_addr::peer_addr(req.extensions()).map_or(0, |a| a.port());
     let mut buf = [0u8; 48];
@@ -365,7 +383,10 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let mut ctx = begin(&req, &self.shared);
+        let Some(rules) = &self.shared.rules else {
+            return ResponseFuture::pass(self.inner.call(req.map(WafBody::new)));
+        };
+        let mut ctx = begin(&req, &self.shared, rules);
         if let Some(refusal) = ctx.intervene() {
             ctx.finish();
             return ResponseFuture::refused(refusal);
