@@ -17,10 +17,9 @@ fn main() {
                  or libmodsecurity-devel (Fedora) and pkg-config.\npkg-config said: {e}"
             );
         }
-        Err(e) => {
+        Err(_) => {
             println!(
-                "cargo::warning=libmodsecurity not found ({}); towergate-waf is built without it and will refuse to load rules",
-                e.to_string().lines().next().unwrap_or("")
+                "cargo::warning=pkg-config found no libmodsecurity 3; towergate-waf is built without it and will refuse to load rules (Debian: apt install libmodsecurity-dev)"
             );
             println!("cargo::rustc-cfg=towergate_waf_no_lib");
         }

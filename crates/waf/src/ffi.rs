@@ -8,6 +8,8 @@
 //! concurrently on any threads, each used by one thread at a time.
 
 #![allow(unsafe_code)]
+// Without the library only the safe stand-ins below are compiled.
+#![cfg_attr(towergate_waf_no_lib, allow(unused_imports, dead_code))]
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::path::Path;
@@ -303,12 +305,17 @@ pub(crate) fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// Turns a log line into a [`RuleMatch`].
+/// Control characters (a message can quote request data) become spaces, so that one
+/// match stays one log line.
 pub(crate) fn parse_match(line: &str) -> RuleMatch {
-    let id = field(line, "id").unwrap_or("").to_owned();
-    let msg = match field(line, "msg") {
-        Some(m) => m.to_owned(),
-        None => line.chars().take(200).collect(),
+    let clean = |s: &str, max: usize| -> String {
+        s.chars()
+            .take(max)
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect()
     };
+    let id = clean(field(line, "id").unwrap_or(""), 32);
+    let msg = clean(field(line, "msg").unwrap_or(line), 300);
     RuleMatch { id, msg }
 }
 
@@ -611,6 +618,7 @@ mod tests {
             }
         );
         assert_eq!(field("no fields", "id"), None);
+        assert_eq!(parse_match("[id \"1\"] [msg \"a\nb\"]").msg, "a b");
         assert_eq!(field(r#"[idx "1"] [id "2"]"#, "id"), Some("2"));
     }
 }
