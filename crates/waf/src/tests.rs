@@ -294,3 +294,27 @@ fn version_names_libmodsecurity() {
         crate::version()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_transactions_share_one_rule_set() {
+    let Some(layer) = crs() else { return };
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let layer = layer.clone();
+            tokio::spawn(async move {
+                let (req, expected) = match i % 3 {
+                    0 => (get("/?id=1%27%20OR%20%271%27=%271"), StatusCode::FORBIDDEN),
+                    1 => (
+                        post("/f", format!("pad={}&q=ok", "x".repeat(20_000))),
+                        StatusCode::OK,
+                    ),
+                    _ => (get(&format!("/page/{i}?n={i}")), StatusCode::OK),
+                };
+                assert_eq!(send(&layer, req).await.0, expected, "request {i}");
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
