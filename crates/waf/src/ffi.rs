@@ -63,9 +63,10 @@ mod sys {
         ) -> c_int;
         pub fn msc_rules_cleanup(rules: *mut RulesSet) -> c_int;
 
-        pub fn msc_new_transaction(
+        pub fn msc_new_transaction_with_id(
             msc: *mut ModSecurity,
             rules: *mut RulesSet,
+            id: *mut c_char,
             log_cb_data: *mut c_void,
         ) -> *mut Transaction;
         pub fn msc_process_connection(
@@ -339,6 +340,27 @@ unsafe extern "C" fn log_cb(data: *mut c_void, msg: *const c_void) {
     });
 }
 
+/// A transaction id (`UNIQUE_ID`, the audit log's), unique within the process and across
+/// restarts: the process's start time and a counter. Without one, libmodsecurity 3 draws
+/// its own from `std::random_device` per transaction, which opens and reads the kernel's
+/// random source each time (a system call or two per request).
+#[cfg(not(towergate_waf_no_lib))]
+fn unique_id(buf: &mut [u8; 48]) -> &CStr {
+    use std::io::Write as _;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static START: OnceLock<u64> = OnceLock::new();
+    let start = *START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64)
+    });
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cursor, "{start:x}.{n}\0");
+    CStr::from_bytes_until_nul(&buf[..]).unwrap_or(c"0")
+}
+
 /// What a rule asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Intervention {
@@ -380,9 +402,14 @@ impl Transaction {
         #[cfg(not(towergate_waf_no_lib))]
         {
             let data = &mut *sink as *mut Sink as *mut c_void;
+            let mut id = [0u8; 48];
+            let id = unique_id(&mut id);
             // SAFETY: the rule set outlives the transaction (we hold an `Arc`), and the
-            // sink is boxed, so its address stays valid until the transaction is freed.
-            let raw = unsafe { sys::msc_new_transaction(msc(), rules.raw, data) };
+            // sink is boxed, so its address stays valid until the transaction is freed;
+            // libmodsecurity copies the id (it only takes `char *` for historical reasons).
+            let raw = unsafe {
+                sys::msc_new_transaction_with_id(msc(), rules.raw, id.as_ptr().cast_mut(), data)
+            };
             assert!(!raw.is_null(), "msc_new_transaction failed (out of memory)");
             Self {
                 raw,
