@@ -72,6 +72,14 @@ pub struct Config {
     /// through Redis (cargo feature `redis`); off when absent.
     #[serde(default)]
     pub cluster: Option<crate::cluster::Cluster>,
+    /// `[waf]`: ModSecurity rules, e.g. the OWASP CRS (mod_security's
+    /// `Include conf/modsecurity/*.conf`); needs the `waf` cargo feature.
+    #[serde(default)]
+    pub waf: Option<Spanned<crate::waf::WafSection>>,
+    /// The `[waf]` rules, compiled when the file is read.
+    #[cfg(feature = "waf")]
+    #[serde(skip)]
+    pub waf_layer: Option<towergate_waf::WafLayer>,
 }
 
 /// `[upstream_tls]`: verification of `https://` upstreams.
@@ -446,6 +454,14 @@ impl Config {
             }
         }
         config.check(text, file)?;
+        #[cfg(feature = "waf")]
+        if let Some(waf) = &config.waf {
+            let layer = waf
+                .get_ref()
+                .build(base)
+                .map_err(|e| ConfigError::at(file, text, Some(waf.span().start), e.to_string()))?;
+            config.waf_layer = Some(layer);
+        }
         Ok(config)
     }
 
@@ -552,6 +568,15 @@ impl Config {
                     ));
                 }
             }
+        }
+        #[cfg(not(feature = "waf"))]
+        if let Some(waf) = &self.waf {
+            return Err(ConfigError::at(
+                file,
+                text,
+                Some(waf.span().start),
+                crate::waf::NOT_BUILT,
+            ));
         }
         for (name, pool) in &self.pools {
             if let Err(e) = towergate_balancer::Pool::from_config(name, pool.get_ref()) {
@@ -686,5 +711,18 @@ mod tests {
         ))
         .unwrap_err();
         assert!(err.contains("unknown field `wieght`"), "{err}");
+    }
+
+    #[cfg(not(feature = "waf"))]
+    #[test]
+    fn waf_section_needs_the_feature() {
+        let err =
+            parse("[server]\nlisten = [\"127.0.0.1:0\"]\n[waf]\nrules_files = [\"/x/*.conf\"]\n")
+                .unwrap_err();
+        assert!(err.starts_with("t.toml:"), "{err}");
+        assert!(
+            err.contains("built without the waf feature") && err.contains("--features waf"),
+            "{err}"
+        );
     }
 }

@@ -99,6 +99,17 @@ const STACK: &[Layer] = &[
     },
 ];
 
+/// The WAF, compiled in with the `waf` feature; it sits after the charfilter.
+#[cfg(feature = "waf")]
+const WAF: Option<Layer> = Some(Layer {
+    name: "waf",
+    krate: "towergate-waf",
+    replaces: "mod_security (Include conf/modsecurity/*.conf)",
+    on: |c| c.waf.is_some(),
+});
+#[cfg(not(feature = "waf"))]
+const WAF: Option<Layer> = None;
+
 /// The listing, with on/off per layer when a config is given.
 pub fn describe(config: Option<&Config>) -> String {
     let mut out = String::new();
@@ -106,7 +117,15 @@ pub fn describe(config: Option<&Config>) -> String {
         out,
         "towergate {VERSION}: layers in request order, outermost first"
     );
-    for (i, l) in STACK.iter().enumerate() {
+    let after = STACK
+        .iter()
+        .position(|l| l.name == "charfilter")
+        .map_or(0, |i| i + 1);
+    let layers = STACK[..after]
+        .iter()
+        .chain(WAF.as_ref())
+        .chain(&STACK[after..]);
+    for (i, l) in layers.enumerate() {
         let state = match config {
             Some(c) if (l.on)(c) => "on ",
             Some(_) => "off",

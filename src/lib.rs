@@ -20,6 +20,7 @@ pub mod server;
 pub mod stack;
 pub mod status;
 pub mod tls;
+pub mod waf;
 pub mod workers;
 
 pub use config::{Config, ConfigError};

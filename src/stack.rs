@@ -174,6 +174,22 @@ pub fn build(
     let access_log = access_log(config, carry)?;
     let access_log_writer = access_log.writer().cloned();
 
+    // [layer: expires], then the dispatcher.
+    let inner = ServiceBuilder::new()
+        .option_layer(expires)
+        .service(dispatch);
+    // [layer: waf]: always present with the feature (it sets the request body type
+    // inside), inspecting only when `[waf]` is configured.
+    #[cfg(feature = "waf")]
+    let inner = {
+        let waf = config
+            .waf_layer
+            .clone()
+            .unwrap_or_else(towergate_waf::WafLayer::disabled);
+        status.waf = waf.is_enabled().then(|| waf.clone());
+        tower::Layer::layer(&waf, inner)
+    };
+
     let service = ServiceBuilder::new()
         // [layer: access-log]
         .layer(access_log)
@@ -195,9 +211,8 @@ pub fn build(
         .option_layer(evasive)
         // [layer: charfilter]
         .option_layer(charfilter)
-        // [layer: expires]
-        .option_layer(expires)
-        .service(dispatch);
+        // [layer: waf]
+        .service(inner);
     Ok(Stack {
         service,
         background,

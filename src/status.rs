@@ -37,6 +37,9 @@ pub struct Status {
     pub proxy_protocol: Vec<(&'static str, towergate_proxy_protocol::ProxyProtocol)>,
     /// Membership in a cluster (`[cluster]`): shared operator intent and the link to Redis.
     pub cluster: Option<Arc<crate::cluster::ClusterState>>,
+    /// The WAF, when `[waf]` is on: requests inspected, blocked, detected.
+    #[cfg(feature = "waf")]
+    pub waf: Option<towergate_waf::WafLayer>,
 }
 
 impl Status {
@@ -51,6 +54,8 @@ impl Status {
             limits: None,
             proxy_protocol: Vec::new(),
             cluster: None,
+            #[cfg(feature = "waf")]
+            waf: None,
         }
     }
 
@@ -89,9 +94,35 @@ impl Status {
         cluster.to_json(evasive.as_ref())
     }
 
+    /// The WAF's counters: inspected, blocked, detected (`None` when it is off).
+    pub fn waf_counts(&self) -> Option<[(&'static str, u64); 3]> {
+        #[cfg(feature = "waf")]
+        if let Some(waf) = &self.waf {
+            let s = waf.stats();
+            return Some([
+                ("inspected", s.inspected),
+                ("blocked", s.blocked),
+                ("detected", s.detected),
+            ]);
+        }
+        None
+    }
+
+    fn waf_json(&self) -> Value {
+        match self.waf_counts() {
+            Some(counts) => counts
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), json!(v)))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+            None => Value::Null,
+        }
+    }
+
     /// The status as JSON.
     pub fn to_json(&self) -> Value {
         json!({
+            "waf": self.waf_json(),
             "generation": self.generation,
             "routes": self.routes.iter().map(|r| json!({"name": r.name, "prefix": r.prefix, "target": r.target})).collect::<Vec<_>>(),
             "evasive": self.evasive_json(),
@@ -189,6 +220,13 @@ impl Status {
                     n as f64,
                 );
             }
+        }
+        for (outcome, n) in self.waf_counts().into_iter().flatten() {
+            self.metrics.set_gauge(
+                "towergate_waf_requests",
+                &[("outcome", outcome.to_owned())],
+                n as f64,
+            );
         }
         for pool in &self.pools {
             for m in pool.snapshot().members {
@@ -333,6 +371,12 @@ impl Status {
                 h,
                 "<h2>PROXY protocol on the [{listeners}] listeners <small>({} connections with a client address, {} without (balancer checks); refused: {} untrusted, {} invalid, {} timed out, {} closed early)</small></h2>",
                 s.proxied, s.local, s.untrusted, s.invalid, s.timed_out, s.closed
+            );
+        }
+        if let Some([(_, inspected), (_, blocked), (_, detected)]) = self.waf_counts() {
+            let _ = write!(
+                h,
+                "<h2>WAF</h2><p id=waf>{inspected} requests inspected, {blocked} blocked, {detected} detected (matched, let through)</p>"
             );
         }
         h.push_str(
