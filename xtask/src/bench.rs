@@ -69,6 +69,7 @@ const SCENARIOS: [Scenario; 4] = [
 const TG_FULL: &str = "towergate (all layers)";
 const TG_BARE: &str = "towergate (bare)";
 const TG_REDIS: &str = "towergate (all layers, Redis store)";
+const TG_WAF: &str = "towergate (all layers, WAF + OWASP CRS)";
 const NGINX: &str = "nginx";
 const HAPROXY: &str = "HAProxy";
 const APACHE: &str = "Apache (event)";
@@ -111,7 +112,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let dir = scratch.path().to_owned();
     let mut notes = Vec::new();
     let outcome = (|| -> anyhow::Result<Report> {
-        let ports = cluster::ports(NAMES.len() + 7)?;
+        let ports = cluster::ports(NAMES.len() + 8)?;
         let listen: Vec<(String, u16)> = NAMES
             .iter()
             .zip(&ports)
@@ -189,6 +190,38 @@ redis = \"redis://127.0.0.1:{}/0\"\ninstance = \"bench\"\n",
             }
         };
 
+        // The same full stack with `[waf]` loading Debian's OWASP CRS as the article's
+        // `Include conf/modsecurity/*.conf` does, when libmodsecurity and the CRS are there.
+        let waf_config = if cluster::waf_available() {
+            let generated = peers::towergate::generate(&peers::towergate::Options {
+                bin: &bin,
+                dir: &dir,
+                port: front_ports[7],
+                topo: &topo,
+                tuning: &tuning,
+                name: "towergate_waf",
+            })?;
+            Some(format!(
+                "{}
+[waf]
+rules_files = [
+  \"/etc/modsecurity/crs/crs-setup.conf\",
+  \"/etc/modsecurity/crs/REQUEST-900-EXCLUSION-RULES-BEFORE-CRS.conf\",
+  \"/usr/share/modsecurity-crs/rules/*.conf\",
+  \"/etc/modsecurity/crs/RESPONSE-999-EXCLUSION-RULES-AFTER-CRS.conf\",
+]
+engine = \"On\"
+",
+                generated.full
+            ))
+        } else {
+            notes.push(
+                "WAF row skipped: libmodsecurity 3 or the OWASP CRS is not installed (Debian packages libmodsecurity-dev, pkg-config, modsecurity-crs)."
+                    .to_owned(),
+            );
+            None
+        };
+
         eprintln!("starting front ends in {}", dir.display());
         let mut fronts: Vec<Front> = vec![
             cluster::start_front(
@@ -216,6 +249,17 @@ redis = \"redis://127.0.0.1:{}/0\"\ninstance = \"bench\"\n",
                 TG_REDIS,
                 &dir,
                 front_ports[5],
+                &topo,
+                &tuning,
+                Some((&bin, config)),
+            )?);
+        }
+        if let Some(config) = &waf_config {
+            fronts.push(cluster::start_front(
+                Kind::Towergate,
+                TG_WAF,
+                &dir,
+                front_ports[7],
                 &topo,
                 &tuning,
                 Some((&bin, config)),

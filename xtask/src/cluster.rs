@@ -77,20 +77,35 @@ pub struct Binaries {
     pub xtask: PathBuf,
 }
 
+/// True when libmodsecurity 3 (Debian `libmodsecurity-dev`) and the OWASP CRS (Debian
+/// `modsecurity-crs`) are installed: the bench then builds the `waf` feature and adds a
+/// row with the CRS on.
+pub fn waf_available() -> bool {
+    Command::new("pkg-config")
+        .args(["--exists", "modsecurity"])
+        .status()
+        .is_ok_and(|s| s.success())
+        && std::path::Path::new("/usr/share/modsecurity-crs/rules").is_dir()
+        && std::path::Path::new("/etc/modsecurity/crs/crs-setup.conf").is_file()
+}
+
 /// Builds towergate and the xtask in release and returns the binaries' paths.
 pub fn build() -> anyhow::Result<Binaries> {
     // With `redis`: the bench's Redis row needs it; without `[cluster]` the feature
-    // changes nothing on the request path.
-    eprintln!(
-        "building (cargo build --release --features towergate/redis -p towergate -p xtask) ..."
-    );
+    // changes nothing on the request path. Likewise `waf`, when libmodsecurity is there.
+    let features = if waf_available() {
+        "towergate/redis,towergate/waf"
+    } else {
+        "towergate/redis"
+    };
+    eprintln!("building (cargo build --release --features {features} -p towergate -p xtask) ...");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args([
             "build",
             "--release",
             "--quiet",
             "--features",
-            "towergate/redis",
+            features,
             "-p",
             "towergate",
             "-p",
@@ -99,7 +114,7 @@ pub fn build() -> anyhow::Result<Binaries> {
         .status()
         .context("cannot run cargo")?;
     if !status.success() {
-        bail!("cargo build --release --features towergate/redis -p towergate -p xtask failed");
+        bail!("cargo build --release --features {features} -p towergate -p xtask failed");
     }
     let release = target_dir()?.join("release");
     let bins = Binaries {
