@@ -731,6 +731,77 @@ async fn websocket_over_tls_and_idle_tunnels_are_closed() {
     assert!(started.elapsed() >= Duration::from_millis(900));
 }
 
+/// The requests in flight at each member of the gateway's first pool.
+fn in_flight(gw: &common::RunningGateway) -> Vec<usize> {
+    let pool = &gw.status().pools[0];
+    pool.snapshot()
+        .members
+        .iter()
+        .map(|m| m.in_flight)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_tunnels_count_as_in_flight_on_their_member_until_closed() {
+    use towergate_balancer::Intent;
+
+    let (one, two) = (websocket_backend().await, websocket_backend().await);
+    let gw = start_gateway(&format!(
+        "[[route]]\nprefix = \"/\"\npool = \"chat\"\n\n[pool.chat]\nlbmethod = \"bybusyness\"\n\
+         members = [{{ url = \"http://{one}\" }}, {{ url = \"http://{two}\" }}]\n"
+    ))
+    .await;
+    let tcp = TcpStream::connect(gw.addr()).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async("ws://front.test/ws/chat", tcp)
+        .await
+        .expect("WebSocket handshake through the pool");
+    assert_eq!(next_message(&mut ws).await, Message::text("welcome"));
+
+    // The open tunnel counts at its member.
+    let counts = in_flight(&gw);
+    assert_eq!(counts.iter().sum::<usize>(), 1, "{counts:?}");
+    let busy = counts.iter().position(|&n| n == 1).unwrap();
+    let idle = 1 - busy;
+
+    // bybusyness sees it: every plain request goes to the other member.
+    let requests = |gw: &common::RunningGateway| -> Vec<u64> {
+        let pool = &gw.status().pools[0];
+        pool.snapshot().members.iter().map(|m| m.requests).collect()
+    };
+    let before = requests(&gw);
+    for _ in 0..6 {
+        let answer = testkit_get(gw.addr(), "/plain").await;
+        assert_eq!(answer.body, "no upgrade\n");
+    }
+    let after = requests(&gw);
+    assert_eq!(after[busy], before[busy], "{before:?} -> {after:?}");
+    assert_eq!(after[idle], before[idle] + 6, "{before:?} -> {after:?}");
+
+    // Drained, the member keeps its tunnel, which still counts: what an operator waits
+    // for before taking the member down.
+    let pool = gw.status().pools[0].clone();
+    let url = pool.members()[busy].url().to_owned();
+    assert!(pool.set_intent(&url, Intent::Drained));
+    ws.send(Message::text("still here")).await.unwrap();
+    assert_eq!(next_message(&mut ws).await, Message::text("still here"));
+    assert_eq!(in_flight(&gw)[busy], 1);
+
+    // Closed (the close handshake, then the client's connection), it counts no more.
+    ws.close(None).await.unwrap();
+    while ws.next().await.is_some() {}
+    drop(ws);
+    let closed = std::time::Instant::now();
+    while in_flight(&gw)[busy] != 0 {
+        assert!(
+            closed.elapsed() < WAIT,
+            "still in flight: {:?}",
+            in_flight(&gw)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(in_flight(&gw), [0, 0]);
+}
+
 // === https upstreams ===
 
 /// A TLS backend serving `chain`; records the SNI names it was asked for.

@@ -13,7 +13,8 @@ use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 use towergate_proxy::{
-    BodyWatch, ForwardError, ForwardErrorKind, RouteInfo, Target, WatchBody, status_response,
+    BodyWatch, ForwardError, ForwardErrorKind, RouteInfo, Target, Tunnel, WatchBody,
+    status_response,
 };
 
 use crate::body::{self, ReplayBody};
@@ -73,9 +74,15 @@ impl InFlight {
         self.pool.as_ref().expect("counted until handed on")
     }
 
-    /// Hands the count on to the response body: it counts until the body is over, and
-    /// the body's failure counts against the member.
+    /// Hands the count on to the response: a tunnel holds it until it closes; a body
+    /// until it is over, and the body's failure counts against the member.
     fn hand_on<B: WatchBody>(mut self, res: &mut Response<B>) {
+        if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(tunnel) = res.extensions().get::<Tunnel>() {
+                tunnel.hold(self);
+                return;
+            }
+        }
         let pool = self.pool.take().expect("counted until handed on");
         res.body_mut()
             .watch(BodyWatch::new(pool.inner, self.member));

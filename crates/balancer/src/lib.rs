@@ -9,9 +9,9 @@
 //! - **Selection.** `byrequests` is Apache's weighted algorithm (smooth weighted round
 //!   robin: 3:1 weights give `a a b a`, equal weights alternate exactly). `bybusyness`
 //!   picks the member with the fewest requests in flight, ties by `byrequests`; a request
-//!   counts until its response body is sent, so a drained member's count also says when
-//!   it is idle. Picking reads a published plan and takes one atomic increment: no lock
-//!   on the hot path.
+//!   counts until its response body is sent, an upgraded connection (WebSocket) for as
+//!   long as it is open, so a drained member's count also says when it is idle. Picking
+//!   reads a published plan and takes one atomic increment: no lock on the hot path.
 //! - **Hot standby** (`status=+H`): standbys take traffic only while no primary is usable,
 //!   and give it back as soon as one is.
 //! - **Passive health.** A connect error, a timeout, a response body the member cuts
