@@ -885,3 +885,58 @@ async fn https_upstream_verified_against_a_test_ca() {
 async fn testkit_get(addr: SocketAddr, path: &str) -> Answer {
     h1_get(TcpStream::connect(addr).await.unwrap(), "front.test", path).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_members_pass_health_checks_verified_as_forwarding_verifies_them() {
+    use towergate_balancer::MemberHealth;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = test_ca(dir.path(), &["localhost"]);
+    let (addr, sni) = tls_backend(ca.server_chain.clone(), ca.server_key.clone_key()).await;
+    let standby = Backend::echo("standby").await.unwrap();
+    // Checks every 200 ms; the https member is the primary, an http standby beside it.
+    let pool = format!(
+        "[[route]]\nprefix = \"/\"\npool = \"secure\"\n\n[pool.secure]\n\
+         health_check = {{ interval = \"200ms\", timeout = \"200ms\", path = \"/health\" }}\n\
+         members = [{{ url = \"https://localhost:{}/app\" }}, {{ url = \"{}\", standby = true }}]\n",
+        addr.port(),
+        standby.url()
+    );
+    let health = |gw: &common::RunningGateway| gw.status().pools[0].snapshot().members[0].clone();
+
+    // Trusting the test CA: the checks reach the member over TLS (SNI `localhost`) and
+    // pass, and requests go to it.
+    let trusted = start_gateway(&format!(
+        "{}[upstream_tls]\nca_file = {:?}\n{pool}",
+        server_section(""),
+        ca.ca_pem.display().to_string(),
+    ))
+    .await;
+    let started = std::time::Instant::now();
+    while sni.lock().unwrap().len() < 4 {
+        assert!(started.elapsed() < WAIT, "the checks did not come");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(sni.lock().unwrap().iter().all(|name| name == "localhost"));
+    let member = health(&trusted);
+    assert_eq!(member.health, MemberHealth::Ok, "{:?}", member.last_error);
+    assert_eq!(member.failures, 0, "{:?}", member.last_error);
+    for _ in 0..3 {
+        let answer = testkit_get(trusted.addr(), "/x").await;
+        assert_eq!(answer.body, "secure backend: /app/x\n");
+    }
+    drop(trusted);
+
+    // With the system's roots the member's certificate is not trusted, by the checks
+    // either: they take it out, and the standby serves.
+    let system = start_gateway(&format!("{}{pool}", server_section(""))).await;
+    let started = std::time::Instant::now();
+    while health(&system).health != MemberHealth::CheckFailed {
+        assert!(started.elapsed() < WAIT, "{:?}", health(&system));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let last_error = health(&system).last_error.unwrap_or_default();
+    assert!(last_error.contains("certificate"), "{last_error}");
+    let answer = testkit_get(system.addr(), "/x").await;
+    assert!(answer.body.contains("backend: standby"), "{}", answer.body);
+}

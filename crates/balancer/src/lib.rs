@@ -22,7 +22,9 @@
 //!   connection is closed before the body's framing is complete.
 //! - **Active health checks** (optional, mod_proxy_hcheck): a background task
 //!   ([`Pool::health_checks`]) checks every member each interval; `fall` failures take a
-//!   member out, `rise` passes bring it back at once, retry time or not.
+//!   member out, `rise` passes bring it back at once, retry time or not. `https://`
+//!   members are checked over TLS, verified as forwarding verifies them
+//!   ([`Pool::health_checks_with_tls`]).
 //! - **Transparent failover.** A request whose connection to a member could not be made
 //!   goes to the next usable member; the client never sees the failure. A request that
 //!   reached a member and failed there (timeout, broken connection, `failonstatus`) is sent
@@ -55,9 +57,9 @@
 //! - Sticky sessions: the sticky value's route is what follows its first `.`, as in
 //!   Apache; path parameters and query parameters are read before the cookie, as in
 //!   Apache. `BALANCER_ROUTE_CHANGED` and the other environment variables are not set.
-//! - Members are `http://` URLs; a pool holds at most 64 members, weights run from 1 to
-//!   100. `lbset`, `bytraffic`, `heartbeat` and the balancer-manager page are not provided
-//!   (the snapshot feeds towergate's own status page).
+//! - Members are `http://` or `https://` URLs; a pool holds at most 64 members, weights
+//!   run from 1 to 100. `lbset`, `bytraffic`, `heartbeat` and the balancer-manager page
+//!   are not provided (the snapshot feeds towergate's own status page).
 //!
 //! # Example
 //!
