@@ -207,12 +207,15 @@ async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
+        // Stop first: once `stop()` returns, nothing more is accepted or served, even
+        // when a request is already waiting.
         let (stream, _) = tokio::select! {
+            biased;
+            _ = stop.changed() => return,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(_) => continue,
             },
-            _ = stop.changed() => return,
         };
         stats.connections.fetch_add(1, Ordering::Relaxed);
         let handler = match &serve {
@@ -222,8 +225,9 @@ async fn serve(
                 let mut stop = stop.clone();
                 tokio::spawn(async move {
                     tokio::select! {
-                        _ = connection => {}
+                        biased;
                         _ = stop.changed() => {}
+                        _ = connection => {}
                     }
                 });
                 continue;
@@ -240,8 +244,9 @@ async fn serve(
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::select! {
-                _ = conn => {}
+                biased;
                 _ = stop.changed() => {}
+                _ = conn => {}
             }
         });
     }
