@@ -80,6 +80,8 @@ pub fn build(
     let mut status = Status::new(metrics.clone());
     let server = &config.server;
 
+    // Forwarding and health checks verify https members alike.
+    let upstream_tls = upstream_tls(config)?;
     let forward = Forward::new(ForwardConfig {
         connect_timeout: server.connect_timeout,
         response_timeout: server.timeout,
@@ -87,7 +89,7 @@ pub fn build(
         max_idle_per_host: 256,
         preserve_host: server.preserve_host,
         tunnel_idle_timeout: server.tunnel_idle_timeout,
-        upstream_tls: Some(upstream_tls(config)?),
+        upstream_tls: Some(upstream_tls.clone()),
         // Each worker thread runs its own runtime (see `workers`): one pool per worker.
         pool_per_thread: true,
     });
@@ -96,10 +98,11 @@ pub fn build(
     let mut pools = std::collections::BTreeMap::new();
     for (name, pool_config) in &config.pools {
         let pool_config = pool_config.get_ref();
-        let pool = carry.reuse::<Pool, _>(name, &format!("{pool_config:?}"), || {
+        let fingerprint = format!("{pool_config:?} {upstream_tls:?}");
+        let pool = carry.reuse::<Pool, _>(name, &fingerprint, || {
             let pool = Pool::from_config(name, pool_config)?;
             let checks = pool
-                .health_checks()
+                .health_checks_with_tls(upstream_tls.clone())
                 .map(|checks| Box::pin(checks) as Background);
             Ok((Arc::new(pool), checks))
         })?;

@@ -393,3 +393,115 @@ async fn demo_serves_the_article_pools_and_its_control_endpoint_stops_and_starts
         StatusCode::METHOD_NOT_ALLOWED
     );
 }
+
+/// A GET for `path` on a fresh keep-alive connection: the raw answer, and whether the
+/// gateway closed the connection (rather than keeping it open for the next request).
+async fn raw_get(addr: std::net::SocketAddr, path: &str) -> (String, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nhost: front.test\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 16384];
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+            Err(_) => break false,
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+        }
+    };
+    (String::from_utf8_lossy(&answer).into_owned(), closed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_resetting_mid_response_is_put_in_error_and_the_client_sees_a_cut_body() {
+    use http_body_util::BodyExt;
+    use towergate_balancer::MemberHealth;
+    use towergate_testkit::Framing;
+
+    for framing in [Framing::ContentLength, Framing::Chunked] {
+        let cut = Backend::cut_short("cut", framing).await.unwrap();
+        let good = Backend::echo("good").await.unwrap();
+        let gw = start_gateway(&format!(
+            "[[route]]\nprefix = \"/\"\npool = \"web\"\n\n[pool.web]\nmembers = [{{ url = \"{}\" }}, {{ url = \"{}\" }}]\n",
+            cut.url(),
+            good.url()
+        ))
+        .await;
+
+        // The first request goes to `cut`: headers, part of the body, then a reset. The
+        // client gets the headers and the part, and its connection is closed before the
+        // body's framing is complete.
+        let (answer, closed) = raw_get(gw.addr(), "/first").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{framing:?}: {answer}");
+        assert!(answer.contains("x-backend: cut"), "{framing:?}: {answer}");
+        assert!(closed, "{framing:?}: the connection was left open");
+        let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+        match framing {
+            Framing::ContentLength => {
+                assert!(answer.contains("content-length: 100000"), "{answer}");
+                assert!(body.len() < 100_000, "{} body bytes", body.len());
+            }
+            Framing::Chunked => {
+                assert!(answer.contains("transfer-encoding: chunked"), "{answer}");
+                assert!(!body.ends_with("0\r\n\r\n"), "the body looks complete");
+            }
+        }
+
+        // The member is in error, as after a connect error: nothing more goes to it.
+        let snapshot = gw.status().pools[0].snapshot();
+        let member = &snapshot.members[0];
+        assert!(
+            matches!(member.health, MemberHealth::Error { .. }),
+            "{framing:?}: {:?}",
+            member.health
+        );
+        assert_eq!(member.failures, 1);
+        let last_error = member.last_error.as_deref().unwrap_or("");
+        assert!(last_error.contains("cut short"), "{last_error}");
+        let client = Client::new(gw.addr());
+        let seen = split(&client, "/next", 10).await;
+        assert_eq!(seen.get("good"), Some(&10), "{framing:?}: {seen:?}");
+        assert_eq!(cut.connections(), 1, "{framing:?}");
+
+        // Nothing counts as in flight once the bodies are over.
+        let snapshot = gw.status().pools[0].snapshot();
+        assert_eq!(
+            snapshot.members.iter().map(|m| m.in_flight).sum::<usize>(),
+            0
+        );
+
+        // To an HTTP client, the cut body is an error, never a short success.
+        cut_body_is_an_error(&cut).await;
+        drop(gw);
+    }
+
+    /// Straight at the gateway's HTTP/1.1 parser: the member cut alone in a pool.
+    async fn cut_body_is_an_error(cut: &Backend) {
+        let gw = start_gateway(&format!(
+            "[[route]]\nprefix = \"/\"\npool = \"one\"\n\n[pool.one]\nmembers = [{{ url = \"{}\" }}]\n",
+            cut.url()
+        ))
+        .await;
+        let tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = Request::get("/x")
+            .header("host", "front.test")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let res = sender.send_request(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let body = res.into_body().collect().await;
+        assert!(body.is_err(), "a cut body read as complete");
+        let snapshot = gw.status().pools[0].snapshot();
+        assert!(matches!(
+            snapshot.members[0].health,
+            MemberHealth::Error { .. }
+        ));
+        assert_eq!(snapshot.members[0].in_flight, 0);
+    }
+}

@@ -56,26 +56,20 @@ fn assert_article_text(res: &TestResponse, status: u16) {
 #[tokio::test]
 async fn the_articles_text_on_a_502_when_the_backend_is_down() {
     let mut origin = backend().await;
-    let gw = start_gateway(&[route("/", &origin.url()), ARTICLE.into()].concat()).await;
+    let (_gw, client) = in_front_of(&origin, &[ARTICLE]).await;
     origin.stop();
-    let res = Client::new(gw.addr()).get("/index.html").await.unwrap();
+    let res = client.get("/index.html").await.unwrap();
     assert_article_text(&res, 502);
 }
 
 #[tokio::test]
 async fn the_articles_text_on_a_413_over_the_body_limit() {
     let origin = backend().await;
-    let config = [
-        route("/", &origin.url()),
-        ARTICLE.into(),
-        "[limits]\nbody = 100\n".into(),
-    ]
-    .concat();
-    let gw = start_gateway(&config).await;
+    let (_gw, client) = in_front_of(&origin, &[ARTICLE, "[limits]\nbody = 100"]).await;
     let req = Request::post("/upload")
         .body(Full::new(Bytes::from(vec![b'x'; 1000])))
         .unwrap();
-    let res = Client::new(gw.addr()).request(req).await.unwrap();
+    let res = client.request(req).await.unwrap();
     assert_article_text(&res, 413);
     assert_eq!(origin.requests(), 0, "refused before the backend");
 }
@@ -83,14 +77,8 @@ async fn the_articles_text_on_a_413_over_the_body_limit() {
 #[tokio::test]
 async fn the_articles_text_on_a_403_from_the_character_filter() {
     let origin = backend().await;
-    let config = [
-        route("/", &origin.url()),
-        ARTICLE.into(),
-        "[[charfilter.rule]]\ndeny = '[^a-zA-Z0-9|\\.|/|_|-]'\n".into(),
-    ]
-    .concat();
-    let gw = start_gateway(&config).await;
-    let client = Client::new(gw.addr());
+    let charfilter = "[[charfilter.rule]]\ndeny = '[^a-zA-Z0-9|\\.|/|_|-]'";
+    let (_gw, client) = in_front_of(&origin, &[ARTICLE, charfilter]).await;
     let res = client.get("/news_rss/today.html").await.unwrap();
     assert_eq!(res.status, 200);
     let res = client.get("/cgi-bin/x;cat%20passwd").await.unwrap();
@@ -261,14 +249,7 @@ async fn the_seed_cluster_example_carries_the_articles_documents() {
 
 #[tokio::test]
 async fn a_bad_document_is_a_located_config_error() {
-    let text = format!(
-        "{}{}[error_pages]\n404 = {{ path = \"missing.html\" }}\n",
-        server_section(""),
-        route("/", "http://127.0.0.1:1/")
-    );
-    let err = towergate::Config::from_toml(&text, std::path::Path::new("t.toml"))
-        .unwrap_err()
-        .to_string();
+    let err = config_error("[error_pages]\n404 = { path = \"missing.html\" }\n");
     assert!(err.starts_with("t.toml:9:"), "{err}");
     assert!(err.contains("must start with '/'"), "{err}");
 }

@@ -53,8 +53,8 @@ fn secs_between(later: &str, earlier: &str) -> i64 {
 #[tokio::test]
 async fn a_backends_200_gets_expires_and_max_age_7200() {
     let origin = backend().await;
-    let gw = start_gateway(&[route("/", &origin.url()), ARTICLE.into()].concat()).await;
-    let res = Client::new(gw.addr()).get("/index.html").await.unwrap();
+    let (_gw, client) = in_front_of(&origin, &[ARTICLE]).await;
+    let res = client.get("/index.html").await.unwrap();
     assert_eq!(res.status, 200);
     assert_eq!(res.header("cache-control"), Some("max-age=7200"));
     let expires = res.header("expires").expect("Expires is set");
@@ -62,7 +62,7 @@ async fn a_backends_200_gets_expires_and_max_age_7200() {
     let delta = secs_between(expires, date);
     assert!((7199..=7201).contains(&delta), "Expires - Date = {delta}s");
     // A redirect is not an error: Apache sets the headers on it too.
-    let res = Client::new(gw.addr()).get("/moved").await.unwrap();
+    let res = client.get("/moved").await.unwrap();
     assert_eq!(res.status, 301);
     assert_eq!(res.header("cache-control"), Some("max-age=7200"));
 }
@@ -70,8 +70,7 @@ async fn a_backends_200_gets_expires_and_max_age_7200() {
 #[tokio::test]
 async fn a_backends_own_expires_is_kept_and_cache_control_merged() {
     let origin = backend().await;
-    let gw = start_gateway(&[route("/", &origin.url()), ARTICLE.into()].concat()).await;
-    let client = Client::new(gw.addr());
+    let (_gw, client) = in_front_of(&origin, &[ARTICLE]).await;
     let res = client.get("/own-expires").await.unwrap();
     assert_eq!(res.header("expires"), Some("Thu, 01 Dec 1994 16:00:00 GMT"));
     assert_eq!(res.header("cache-control"), None);
@@ -84,14 +83,8 @@ async fn a_backends_own_expires_is_kept_and_cache_control_merged() {
 #[tokio::test]
 async fn expires_by_type_overrides_the_default() {
     let origin = backend().await;
-    let config = [
-        route("/", &origin.url()),
-        ARTICLE.into(),
-        "[expires.by_type]\n\"image/png\" = \"access plus 1 month\"\n\"application/pdf\" = \"modification plus 1 hour\"\n".into(),
-    ]
-    .concat();
-    let gw = start_gateway(&config).await;
-    let client = Client::new(gw.addr());
+    let by_type = "[expires.by_type]\n\"image/png\" = \"access plus 1 month\"\n\"application/pdf\" = \"modification plus 1 hour\"";
+    let (_gw, client) = in_front_of(&origin, &[ARTICLE, by_type]).await;
     let res = client.get("/png").await.unwrap();
     assert_eq!(res.header("cache-control"), Some("max-age=2592000"));
     let res = client.get("/page.html").await.unwrap();
@@ -107,16 +100,8 @@ async fn expires_by_type_overrides_the_default() {
 #[tokio::test]
 async fn error_answers_get_no_caching_headers() {
     let origin = backend().await;
-    let gw = start_gateway(
-        &[
-            route("/down/", "http://127.0.0.1:1/"),
-            route("/", &origin.url()),
-            ARTICLE.into(),
-        ]
-        .concat(),
-    )
-    .await;
-    let client = Client::new(gw.addr());
+    let down = route("/down/", "http://127.0.0.1:1/");
+    let (_gw, client) = in_front_of(&origin, &[&down, ARTICLE]).await;
     for (path, status) in [("/404", 404), ("/500", 500), ("/down/x", 502)] {
         let res = client.get(path).await.unwrap();
         assert_eq!(res.status, status, "{path}");
@@ -127,14 +112,7 @@ async fn error_answers_get_no_caching_headers() {
 
 #[tokio::test]
 async fn a_bad_rule_is_a_located_config_error() {
-    let text = format!(
-        "{}{}[expires]\ndefault = \"access plus 2 hourz\"\n",
-        server_section(""),
-        route("/", "http://127.0.0.1:1/")
-    );
-    let err = towergate::Config::from_toml(&text, std::path::Path::new("t.toml"))
-        .unwrap_err()
-        .to_string();
+    let err = config_error("[expires]\ndefault = \"access plus 2 hourz\"\n");
     assert!(err.starts_with("t.toml:9:"), "{err}");
     assert!(err.contains("unknown unit `hourz`"), "{err}");
 }

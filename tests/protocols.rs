@@ -731,6 +731,77 @@ async fn websocket_over_tls_and_idle_tunnels_are_closed() {
     assert!(started.elapsed() >= Duration::from_millis(900));
 }
 
+/// The requests in flight at each member of the gateway's first pool.
+fn in_flight(gw: &common::RunningGateway) -> Vec<usize> {
+    let pool = &gw.status().pools[0];
+    pool.snapshot()
+        .members
+        .iter()
+        .map(|m| m.in_flight)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_tunnels_count_as_in_flight_on_their_member_until_closed() {
+    use towergate_balancer::Intent;
+
+    let (one, two) = (websocket_backend().await, websocket_backend().await);
+    let gw = start_gateway(&format!(
+        "[[route]]\nprefix = \"/\"\npool = \"chat\"\n\n[pool.chat]\nlbmethod = \"bybusyness\"\n\
+         members = [{{ url = \"http://{one}\" }}, {{ url = \"http://{two}\" }}]\n"
+    ))
+    .await;
+    let tcp = TcpStream::connect(gw.addr()).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async("ws://front.test/ws/chat", tcp)
+        .await
+        .expect("WebSocket handshake through the pool");
+    assert_eq!(next_message(&mut ws).await, Message::text("welcome"));
+
+    // The open tunnel counts at its member.
+    let counts = in_flight(&gw);
+    assert_eq!(counts.iter().sum::<usize>(), 1, "{counts:?}");
+    let busy = counts.iter().position(|&n| n == 1).unwrap();
+    let idle = 1 - busy;
+
+    // bybusyness sees it: every plain request goes to the other member.
+    let requests = |gw: &common::RunningGateway| -> Vec<u64> {
+        let pool = &gw.status().pools[0];
+        pool.snapshot().members.iter().map(|m| m.requests).collect()
+    };
+    let before = requests(&gw);
+    for _ in 0..6 {
+        let answer = testkit_get(gw.addr(), "/plain").await;
+        assert_eq!(answer.body, "no upgrade\n");
+    }
+    let after = requests(&gw);
+    assert_eq!(after[busy], before[busy], "{before:?} -> {after:?}");
+    assert_eq!(after[idle], before[idle] + 6, "{before:?} -> {after:?}");
+
+    // Drained, the member keeps its tunnel, which still counts: what an operator waits
+    // for before taking the member down.
+    let pool = gw.status().pools[0].clone();
+    let url = pool.members()[busy].url().to_owned();
+    assert!(pool.set_intent(&url, Intent::Drained));
+    ws.send(Message::text("still here")).await.unwrap();
+    assert_eq!(next_message(&mut ws).await, Message::text("still here"));
+    assert_eq!(in_flight(&gw)[busy], 1);
+
+    // Closed (the close handshake, then the client's connection), it counts no more.
+    ws.close(None).await.unwrap();
+    while ws.next().await.is_some() {}
+    drop(ws);
+    let closed = std::time::Instant::now();
+    while in_flight(&gw)[busy] != 0 {
+        assert!(
+            closed.elapsed() < WAIT,
+            "still in flight: {:?}",
+            in_flight(&gw)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(in_flight(&gw), [0, 0]);
+}
+
 // === https upstreams ===
 
 /// A TLS backend serving `chain`; records the SNI names it was asked for.
@@ -813,4 +884,59 @@ async fn https_upstream_verified_against_a_test_ca() {
 
 async fn testkit_get(addr: SocketAddr, path: &str) -> Answer {
     h1_get(TcpStream::connect(addr).await.unwrap(), "front.test", path).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_members_pass_health_checks_verified_as_forwarding_verifies_them() {
+    use towergate_balancer::MemberHealth;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = test_ca(dir.path(), &["localhost"]);
+    let (addr, sni) = tls_backend(ca.server_chain.clone(), ca.server_key.clone_key()).await;
+    let standby = Backend::echo("standby").await.unwrap();
+    // Checks every 200 ms; the https member is the primary, an http standby beside it.
+    let pool = format!(
+        "[[route]]\nprefix = \"/\"\npool = \"secure\"\n\n[pool.secure]\n\
+         health_check = {{ interval = \"200ms\", timeout = \"200ms\", path = \"/health\" }}\n\
+         members = [{{ url = \"https://localhost:{}/app\" }}, {{ url = \"{}\", standby = true }}]\n",
+        addr.port(),
+        standby.url()
+    );
+    let health = |gw: &common::RunningGateway| gw.status().pools[0].snapshot().members[0].clone();
+
+    // Trusting the test CA: the checks reach the member over TLS (SNI `localhost`) and
+    // pass, and requests go to it.
+    let trusted = start_gateway(&format!(
+        "{}[upstream_tls]\nca_file = {:?}\n{pool}",
+        server_section(""),
+        ca.ca_pem.display().to_string(),
+    ))
+    .await;
+    let started = std::time::Instant::now();
+    while sni.lock().unwrap().len() < 4 {
+        assert!(started.elapsed() < WAIT, "the checks did not come");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(sni.lock().unwrap().iter().all(|name| name == "localhost"));
+    let member = health(&trusted);
+    assert_eq!(member.health, MemberHealth::Ok, "{:?}", member.last_error);
+    assert_eq!(member.failures, 0, "{:?}", member.last_error);
+    for _ in 0..3 {
+        let answer = testkit_get(trusted.addr(), "/x").await;
+        assert_eq!(answer.body, "secure backend: /app/x\n");
+    }
+    drop(trusted);
+
+    // With the system's roots the member's certificate is not trusted, by the checks
+    // either: they take it out, and the standby serves.
+    let system = start_gateway(&format!("{}{pool}", server_section(""))).await;
+    let started = std::time::Instant::now();
+    while health(&system).health != MemberHealth::CheckFailed {
+        assert!(started.elapsed() < WAIT, "{:?}", health(&system));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let last_error = health(&system).last_error.unwrap_or_default();
+    assert!(last_error.contains("certificate"), "{last_error}");
+    let answer = testkit_get(system.addr(), "/x").await;
+    assert!(answer.body.contains("backend: standby"), "{}", answer.body);
 }

@@ -32,6 +32,33 @@ pub fn route(prefix: &str, upstream: &str) -> String {
     format!("[[route]]\nprefix = \"{prefix}\"\nupstream = \"{upstream}\"\n")
 }
 
+/// The gateway with one route, `/` to `origin`, followed by the config `sections`; and
+/// a keep-alive client for it.
+pub async fn in_front_of(origin: &Backend, sections: &[&str]) -> (RunningGateway, Client) {
+    let mut config = route("/", &origin.url());
+    for section in sections {
+        config.push_str(section);
+        config.push('\n');
+    }
+    let gw = start_gateway(&config).await;
+    let client = Client::new(gw.addr());
+    (gw, client)
+}
+
+/// The error for a config of a `[server]` section, a route to a closed port and then
+/// `sections`, read as `t.toml` (`sections` start on line 9).
+pub fn config_error(sections: &str) -> String {
+    let text = format!(
+        "{}{}{sections}",
+        server_section(""),
+        route("/", "http://127.0.0.1:1/")
+    );
+    towergate::Config::from_toml(&text, Path::new("t.toml"))
+        .map(|_| ())
+        .expect_err("the config is refused")
+        .to_string()
+}
+
 /// Logs to the test's output, filtered by `RUST_LOG` (nothing by default).
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()

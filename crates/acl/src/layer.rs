@@ -5,11 +5,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use tower_layer::Layer;
 use tower_service::Service;
 use towergate_client_addr::client_ip;
+use towergate_guard::refusal;
 
 use crate::future::ResponseFuture;
 use crate::policy::{Access, Policy};
@@ -139,20 +139,7 @@ impl<S> Acl<S> {
         layer.layer(inner)
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The inner service, unwrapped.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    towergate_guard::inner_service_accessors!();
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Acl<S>
@@ -182,15 +169,10 @@ where
 }
 
 fn forbidden<B: From<Bytes>>() -> Response<B> {
-    let mut res = Response::new(B::from(Bytes::from_static(FORBIDDEN.as_bytes())));
-    *res.status_mut() = StatusCode::FORBIDDEN;
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(FORBIDDEN.len()));
-    res
+    refusal(
+        StatusCode::FORBIDDEN,
+        Bytes::from_static(FORBIDDEN.as_bytes()),
+    )
 }
 
 #[cfg(test)]

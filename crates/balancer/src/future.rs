@@ -12,7 +12,10 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower_service::Service;
-use towergate_proxy::{ForwardError, ForwardErrorKind, RouteInfo, Target, status_response};
+use towergate_proxy::{
+    BodyWatch, ForwardError, ForwardErrorKind, RouteInfo, Target, Tunnel, WatchBody,
+    status_response,
+};
 
 use crate::body::{self, ReplayBody};
 use crate::pool::{MemberSet, Pool, PoolInner, bit};
@@ -52,15 +55,45 @@ pub(crate) struct Retry<S, B> {
     pub(crate) route: Arc<RouteInfo>,
 }
 
-/// A request in flight at a member; counts it out when dropped.
+/// A request in flight at a member; counts it out when dropped, unless the count was
+/// handed on to the response body or tunnel.
 struct InFlight {
-    pool: Pool,
+    pool: Option<Pool>,
     member: usize,
+}
+
+impl InFlight {
+    fn new(pool: Pool, member: usize) -> Self {
+        Self {
+            pool: Some(pool),
+            member,
+        }
+    }
+
+    fn pool(&self) -> &Pool {
+        self.pool.as_ref().expect("counted until handed on")
+    }
+
+    /// Hands the count on to the response: a tunnel holds it until it closes; a body
+    /// until it is over, and the body's failure counts against the member.
+    fn hand_on<B: WatchBody>(mut self, res: &mut Response<B>) {
+        if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(tunnel) = res.extensions().get::<Tunnel>() {
+                tunnel.hold(self);
+                return;
+            }
+        }
+        let pool = self.pool.take().expect("counted until handed on");
+        res.body_mut()
+            .watch(BodyWatch::new(pool.inner, self.member));
+    }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.pool.inner.finish(self.member);
+        if let Some(pool) = &self.pool {
+            pool.inner.finish(self.member);
+        }
     }
 }
 
@@ -78,7 +111,7 @@ impl<F, S, B> ResponseFuture<F, S, B> {
     pub(crate) fn called(pool: Pool, member: usize, future: F, retry: Option<Retry<S, B>>) -> Self {
         Self {
             state: State::Calling { future },
-            attempt: Some(InFlight { pool, member }),
+            attempt: Some(InFlight::new(pool, member)),
             retry,
         }
     }
@@ -108,7 +141,7 @@ where
             Response = Response<ResBody>,
             Error = ForwardError,
         >,
-    ResBody: From<Bytes>,
+    ResBody: From<Bytes> + WatchBody,
 {
     type Output = Result<Response<ResBody>, ForwardError>;
 
@@ -125,13 +158,14 @@ where
                         .attempt
                         .take()
                         .expect("an attempt is in flight while calling");
-                    let pool = &attempt.pool.inner;
+                    let pool = &attempt.pool().inner;
                     let member = attempt.member;
                     let (reached, error) = match result {
-                        Ok(res) => {
+                        Ok(mut res) => {
                             let status = res.status();
                             if !pool.fails_on(status.as_u16()) {
                                 pool.observe_success(member);
+                                attempt.hand_on(&mut res);
                                 return Poll::Ready(Ok(res));
                             }
                             pool.mark_error(
@@ -143,12 +177,13 @@ where
                             {
                                 // The member's answer is dropped: the next member answers.
                                 drop(res);
-                                let pool = attempt.pool.clone();
+                                let pool = attempt.pool().clone();
                                 drop(attempt);
                                 start_retry(this.retry, this.attempt, &pool, next);
                                 this.state.set(State::Retrying);
                                 continue;
                             }
+                            attempt.hand_on(&mut res);
                             return Poll::Ready(Ok(res));
                         }
                         Err(e) => match e.kind() {
@@ -173,7 +208,7 @@ where
                         .as_mut()
                         .and_then(|r| r.next_member(pool, reached))
                     {
-                        let pool = attempt.pool.clone();
+                        let pool = attempt.pool().clone();
                         drop(attempt);
                         start_retry(this.retry, this.attempt, &pool, next);
                         this.state.set(State::Retrying);
@@ -193,7 +228,12 @@ where
                     let mut parts = retry.parts.clone();
                     parts.extensions.insert(Target {
                         route: retry.route.clone(),
-                        upstream: attempt.pool.inner.member(attempt.member).upstream().clone(),
+                        upstream: attempt
+                            .pool()
+                            .inner
+                            .member(attempt.member)
+                            .upstream()
+                            .clone(),
                     });
                     let future = retry
                         .service
@@ -215,8 +255,5 @@ fn start_retry<S, B>(
     debug_assert!(retry.is_some());
     pool.inner.count_failover();
     pool.inner.start(member);
-    *attempt = Some(InFlight {
-        pool: pool.clone(),
-        member,
-    });
+    *attempt = Some(InFlight::new(pool.clone(), member));
 }

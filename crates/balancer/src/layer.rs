@@ -8,7 +8,7 @@ use http::{Request, Response};
 use http_body::Body;
 use tower_layer::Layer;
 use tower_service::Service;
-use towergate_proxy::{ForwardError, RouteInfo, Target};
+use towergate_proxy::{ForwardError, RouteInfo, Target, WatchBody};
 
 use crate::body::{self, ReplayBody};
 use crate::future::{ResponseFuture, Retry};
@@ -107,7 +107,7 @@ impl<S, B, ResBody> Service<Request<B>> for Balancer<S>
 where
     S: Service<Request<ReplayBody<B>>, Response = Response<ResBody>, Error = ForwardError> + Clone,
     B: Body<Data = Bytes>,
-    ResBody: From<Bytes>,
+    ResBody: From<Bytes> + WatchBody,
 {
     type Response = Response<ResBody>;
     type Error = ForwardError;

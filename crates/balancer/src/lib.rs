@@ -8,16 +8,23 @@
 //!
 //! - **Selection.** `byrequests` is Apache's weighted algorithm (smooth weighted round
 //!   robin: 3:1 weights give `a a b a`, equal weights alternate exactly). `bybusyness`
-//!   picks the member with the fewest requests in flight, ties by `byrequests`. Picking
+//!   picks the member with the fewest requests in flight, ties by `byrequests`; a request
+//!   counts until its response body is sent, an upgraded connection (WebSocket) for as
+//!   long as it is open, so a drained member's count also says when it is idle. Picking
 //!   reads a published plan and takes one atomic increment: no lock on the hot path.
 //! - **Hot standby** (`status=+H`): standbys take traffic only while no primary is usable,
 //!   and give it back as soon as one is.
-//! - **Passive health.** A connect error, a timeout, or a status listed in
-//!   `failonstatus` puts the member in error for its retry time (default 60 s, Apache
-//!   `retry`). Then one request tries it again; if that succeeds the member is back.
+//! - **Passive health.** A connect error, a timeout, a response body the member cuts
+//!   short (its connection reset or closed before the body's `Content-Length` or last
+//!   chunk), or a status listed in `failonstatus` puts the member in error for its retry
+//!   time (default 60 s, Apache `retry`). Then one request tries it again; if that
+//!   succeeds the member is back. A body cut short reaches the client as one: its
+//!   connection is closed before the body's framing is complete.
 //! - **Active health checks** (optional, mod_proxy_hcheck): a background task
 //!   ([`Pool::health_checks`]) checks every member each interval; `fall` failures take a
-//!   member out, `rise` passes bring it back at once, retry time or not.
+//!   member out, `rise` passes bring it back at once, retry time or not. `https://`
+//!   members are checked over TLS, verified as forwarding verifies them
+//!   ([`Pool::health_checks_with_tls`]).
 //! - **Transparent failover.** A request whose connection to a member could not be made
 //!   goes to the next usable member; the client never sees the failure. A request that
 //!   reached a member and failed there (timeout, broken connection, `failonstatus`) is sent
@@ -47,14 +54,12 @@
 //!   (configurable).
 //! - A `failonstatus` answer is passed to the client in Apache; here the request goes to
 //!   another member when it may be resent, and the answer is passed on only when not.
-//! - `bybusyness` counts a request until its response headers arrive (Apache: until the
-//!   response is sent).
 //! - Sticky sessions: the sticky value's route is what follows its first `.`, as in
 //!   Apache; path parameters and query parameters are read before the cookie, as in
 //!   Apache. `BALANCER_ROUTE_CHANGED` and the other environment variables are not set.
-//! - Members are `http://` URLs; a pool holds at most 64 members, weights run from 1 to
-//!   100. `lbset`, `bytraffic`, `heartbeat` and the balancer-manager page are not provided
-//!   (the snapshot feeds towergate's own status page).
+//! - Members are `http://` or `https://` URLs; a pool holds at most 64 members, weights
+//!   run from 1 to 100. `lbset`, `bytraffic`, `heartbeat` and the balancer-manager page
+//!   are not provided (the snapshot feeds towergate's own status page).
 //!
 //! # Example
 //!

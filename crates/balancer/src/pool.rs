@@ -15,7 +15,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use http::Method;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use towergate_proxy::{RouteInfo, Upstream};
+use towergate_proxy::{BodyObserver, RouteInfo, Upstream};
 
 use crate::config::{self, LbMethod, PoolConfig, PoolConfigError, Settings};
 use crate::selection::smooth_weighted;
@@ -710,6 +710,18 @@ impl PoolInner {
             health_checks: self.settings.health_check.as_ref().map(|h| h.interval),
             members,
         }
+    }
+}
+
+/// Response bodies report to their member: a body the member cut short puts it in error
+/// (as a connect error does), and a request counts as in flight until its body is over.
+impl BodyObserver for PoolInner {
+    fn body_failed(&self, member: usize, error: &hyper::Error) {
+        self.mark_error(member, format!("response body cut short: {error}"));
+    }
+
+    fn body_over(&self, member: usize) {
+        self.finish(member);
     }
 }
 

@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
 use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -138,20 +137,7 @@ impl<S> CharFilter<S> {
         layer.layer(inner)
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The inner service, unwrapped.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    towergate_guard::inner_service_accessors!();
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CharFilter<S>
@@ -179,17 +165,7 @@ fn refusal<B: From<Bytes>>(rule: &Rule) -> Response<B> {
     let Action::Refuse(status) = rule.get_action() else {
         unreachable!("only refusing rules answer")
     };
-    let body = rule.body().clone();
-    let len = body.len();
-    let mut res = Response::new(B::from(body));
-    *res.status_mut() = status;
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    res
+    towergate_guard::refusal(status, rule.body().clone())
 }
 
 #[cfg(test)]

@@ -1,5 +1,8 @@
 //! The response body the proxy hands out: the upstream's streamed body, or a small
 //! buffer of its own (error texts, guard answers).
+//!
+//! An upstream body may carry a [`BodyWatch`], told when the body failed and when it is
+//! over ([`WatchBody`]).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -8,6 +11,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
+
+use crate::watch::{BodyWatch, WatchBody};
 
 pin_project! {
     /// Either an upstream's body, streamed, or a complete body made here.
@@ -25,7 +30,7 @@ pin_project! {
     #[project = KindProj]
     #[derive(Debug)]
     enum Kind {
-        Upstream { #[pin] body: Incoming },
+        Upstream { #[pin] body: Incoming, watch: Option<BodyWatch> },
         Full { data: Option<Bytes> },
     }
 }
@@ -51,7 +56,15 @@ impl ProxyBody {
     /// A streamed upstream body.
     pub fn upstream(body: Incoming) -> Self {
         Self {
-            kind: Kind::Upstream { body },
+            kind: Kind::Upstream { body, watch: None },
+        }
+    }
+}
+
+impl WatchBody for ProxyBody {
+    fn watch(&mut self, new: BodyWatch) {
+        if let Kind::Upstream { watch, .. } = &mut self.kind {
+            *watch = Some(new);
         }
     }
 }
@@ -95,21 +108,33 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.project().kind.project() {
-            KindProj::Upstream { body } => body.poll_frame(cx),
+            KindProj::Upstream { body, watch } => {
+                let poll = body.poll_frame(cx);
+                if watch.is_some() {
+                    match &poll {
+                        // Cut short by the upstream: the error goes on to the client's
+                        // connection, which is closed so the body cannot look complete.
+                        Poll::Ready(Some(Err(e))) => watch.take().expect("checked").failed(e),
+                        Poll::Ready(None) => *watch = None,
+                        _ => {}
+                    }
+                }
+                poll
+            }
             KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Upstream { body } => body.is_end_stream(),
+            Kind::Upstream { body, .. } => body.is_end_stream(),
             Kind::Full { data } => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Upstream { body } => body.size_hint(),
+            Kind::Upstream { body, .. } => body.size_hint(),
             Kind::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
@@ -119,8 +144,65 @@ impl Body for ProxyBody {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
-    use http_body_util::BodyExt;
+    use crate::watch::tests::Recorder;
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The body of an upstream's `answer` (raw bytes), after which it closes.
+    async fn upstream_body(answer: &'static [u8]) -> Incoming {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = [0u8; 1024];
+            let _ = stream.read(&mut head).await;
+            stream.write_all(answer).await.unwrap();
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::get("/")
+            .header("host", "upstream")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        sender.send_request(req).await.unwrap().into_body()
+    }
+
+    async fn watched(answer: &'static [u8]) -> (bool, Vec<String>) {
+        let recorder = Arc::new(Recorder::default());
+        let mut body = ProxyBody::upstream(upstream_body(answer).await);
+        body.watch(BodyWatch::new(recorder.clone(), 7));
+        let complete = body.collect().await.is_ok();
+        let told = recorder.0.lock().unwrap().clone();
+        (complete, told)
+    }
+
+    #[tokio::test]
+    async fn watch_is_told_when_the_upstream_cuts_the_body_short() {
+        let short_length = b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello";
+        assert_eq!(
+            watched(short_length).await,
+            (false, vec!["failed 7".into(), "over 7".into()])
+        );
+        let no_last_chunk = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
+        assert_eq!(
+            watched(no_last_chunk).await,
+            (false, vec!["failed 7".into(), "over 7".into()])
+        );
+        let complete = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+        assert_eq!(watched(complete).await, (true, vec!["over 7".into()]));
+
+        // A body made here has nothing to watch: the watch ends at once.
+        let recorder = Arc::new(Recorder::default());
+        ProxyBody::from("local").watch(BodyWatch::new(recorder.clone(), 1));
+        assert_eq!(*recorder.0.lock().unwrap(), ["over 1"]);
+    }
 
     #[tokio::test]
     async fn full_body_yields_once_with_exact_size() {

@@ -46,6 +46,7 @@ mod route;
 mod upgrade;
 mod upstream;
 mod upstream_tls;
+mod watch;
 
 pub use body::ProxyBody;
 pub use canonical::{CanonicalRequest, CanonicalRequestLayer, Refusal};
@@ -56,3 +57,4 @@ pub use route::{Route, RouteInfo, RouteTable};
 pub use upgrade::Tunnel;
 pub use upstream::{Upstream, UpstreamError};
 pub use upstream_tls::{UpstreamTls, UpstreamTlsError};
+pub use watch::{BodyObserver, BodyWatch, WatchBody};

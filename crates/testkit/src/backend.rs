@@ -1,4 +1,5 @@
-//! Loopback HTTP backends that can be stopped and started again on the same port.
+//! Loopback HTTP backends that can be stopped and started again on the same port, and raw
+//! TCP backends for answers no HTTP server library sends (a body cut short by a reset).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -12,7 +13,8 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 /// A request handler for a [`Backend`].
@@ -21,6 +23,26 @@ pub type Handler = Arc<
         + Send
         + Sync,
 >;
+
+/// A raw TCP handler for a [`Backend::raw`]: gets each accepted connection.
+pub type RawHandler =
+    Arc<dyn Fn(TcpStream) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// How a [`Backend::cut_short`] frames the body it cuts short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// `Content-Length` names more bytes than are sent.
+    ContentLength,
+    /// `Transfer-Encoding: chunked`, without the last chunk.
+    Chunked,
+}
+
+/// What a backend serves its connections with.
+#[derive(Clone)]
+enum Serve {
+    Http(Handler),
+    Raw(RawHandler),
+}
 
 /// Counters a backend keeps, shared with the test.
 #[derive(Debug, Default)]
@@ -35,7 +57,7 @@ pub struct BackendStats {
 pub struct Backend {
     name: String,
     addr: SocketAddr,
-    handler: Handler,
+    serve: Serve,
     stats: Arc<BackendStats>,
     stop: Option<watch::Sender<bool>>,
 }
@@ -56,12 +78,38 @@ impl Backend {
         Self::start(name, "127.0.0.1:0".parse().unwrap(), handler).await
     }
 
+    /// A backend on an ephemeral port of 127.0.0.1 that speaks raw TCP: `f` gets each
+    /// accepted connection (counted in [`connections`](Self::connections)).
+    pub async fn raw<F, Fut>(name: &str, f: F) -> std::io::Result<Self>
+    where
+        F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let handler: RawHandler = Arc::new(move |stream| Box::pin(f(stream)));
+        Self::serving(name, "127.0.0.1:0".parse().unwrap(), Serve::Raw(handler)).await
+    }
+
+    /// A member that resets mid-response: on each connection it reads a request head and
+    /// answers `200 OK` with `X-Backend: <name>` and the first 1,000 bytes of a 100,000
+    /// byte body framed as `framing` says, then resets the connection (TCP RST).
+    pub async fn cut_short(name: &str, framing: Framing) -> std::io::Result<Self> {
+        let name_header: Arc<str> = name.into();
+        Self::raw(name, move |stream| {
+            cut_short(stream, name_header.clone(), framing)
+        })
+        .await
+    }
+
     /// Starts a backend with `handler` on `addr`.
     pub async fn start(name: &str, addr: SocketAddr, handler: Handler) -> std::io::Result<Self> {
+        Self::serving(name, addr, Serve::Http(handler)).await
+    }
+
+    async fn serving(name: &str, addr: SocketAddr, serve: Serve) -> std::io::Result<Self> {
         let mut backend = Self {
             name: name.to_owned(),
             addr,
-            handler,
+            serve,
             stats: Arc::default(),
             stop: None,
         };
@@ -74,12 +122,7 @@ impl Backend {
         self.addr = listener.local_addr()?;
         let (tx, rx) = watch::channel(false);
         self.stop = Some(tx);
-        tokio::spawn(serve(
-            listener,
-            self.handler.clone(),
-            self.stats.clone(),
-            rx,
-        ));
+        tokio::spawn(serve(listener, self.serve.clone(), self.stats.clone(), rx));
         Ok(())
     }
 
@@ -159,20 +202,37 @@ fn bind_reusable(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 async fn serve(
     listener: TcpListener,
-    handler: Handler,
+    serve: Serve,
     stats: Arc<BackendStats>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
+        // Stop first: once `stop()` returns, nothing more is accepted or served, even
+        // when a request is already waiting.
         let (stream, _) = tokio::select! {
+            biased;
+            _ = stop.changed() => return,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(_) => continue,
             },
-            _ = stop.changed() => return,
         };
         stats.connections.fetch_add(1, Ordering::Relaxed);
-        let handler = handler.clone();
+        let handler = match &serve {
+            Serve::Http(handler) => handler.clone(),
+            Serve::Raw(raw) => {
+                let connection = raw(stream);
+                let mut stop = stop.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        biased;
+                        _ = stop.changed() => {}
+                        _ = connection => {}
+                    }
+                });
+                continue;
+            }
+        };
         let stats = stats.clone();
         let mut stop = stop.clone();
         tokio::spawn(async move {
@@ -184,11 +244,46 @@ async fn serve(
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::select! {
-                _ = conn => {}
+                biased;
                 _ = stop.changed() => {}
+                _ = conn => {}
             }
         });
     }
+}
+
+/// One connection of a [`Backend::cut_short`].
+async fn cut_short(mut stream: TcpStream, name: Arc<str>, framing: Framing) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let part = vec![b'x'; 1000];
+    let mut answer =
+        format!("HTTP/1.1 200 OK\r\nx-backend: {name}\r\ncontent-type: text/plain\r\n")
+            .into_bytes();
+    match framing {
+        Framing::ContentLength => {
+            answer.extend_from_slice(b"content-length: 100000\r\n\r\n");
+            answer.extend_from_slice(&part);
+        }
+        Framing::Chunked => {
+            answer.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+            answer.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+            answer.extend_from_slice(&part);
+            answer.extend_from_slice(b"\r\n");
+        }
+    }
+    if stream.write_all(&answer).await.is_err() {
+        return;
+    }
+    // Let the answer leave before the reset, which discards what is still queued.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let _ = stream.set_zero_linger();
 }
 
 /// The echo handler: `X-Backend: <name>` and a body naming method, path, `Host`,

@@ -8,5 +8,5 @@
 pub mod backend;
 pub mod client;
 
-pub use backend::{Backend, BackendStats, Handler};
+pub use backend::{Backend, BackendStats, Framing, Handler, RawHandler};
 pub use client::{Client, TestResponse};
