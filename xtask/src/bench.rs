@@ -192,9 +192,9 @@ redis = \"redis://127.0.0.1:{}/0\"\ninstance = \"bench\"\n",
 
         // The same full stack with `[waf]` loading Debian's OWASP CRS as the article's
         // `Include conf/modsecurity/*.conf` does, when libmodsecurity and the CRS are there.
-        let waf_config = if cluster::waf_available() {
+        let waf_config = if let Some(waf_bin) = &bins.towergate_waf {
             let generated = peers::towergate::generate(&peers::towergate::Options {
-                bin: &bin,
+                bin: waf_bin,
                 dir: &dir,
                 port: front_ports[7],
                 topo: &topo,
@@ -254,7 +254,7 @@ engine = \"On\"
                 Some((&bin, config)),
             )?);
         }
-        if let Some(config) = &waf_config {
+        if let (Some(config), Some(waf_bin)) = (&waf_config, &bins.towergate_waf) {
             fronts.push(cluster::start_front(
                 Kind::Towergate,
                 TG_WAF,
@@ -262,7 +262,7 @@ engine = \"On\"
                 front_ports[7],
                 &topo,
                 &tuning,
-                Some((&bin, config)),
+                Some((waf_bin, config)),
             )?);
         }
         fronts.extend([
