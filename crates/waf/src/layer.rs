@@ -154,20 +154,7 @@ pub struct Waf<S> {
 }
 
 impl<S> Waf<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    towergate_guard::inner_service_accessors!();
 }
 
 /// What the layer keeps of a request for its log lines and later phases.
