@@ -11,14 +11,13 @@ use std::time::Instant;
 use crate::metrics::RouteMetrics;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tower::util::MapResponse;
 use tower::{Layer, Service, ServiceExt};
 use towergate_balancer::{Balancer, BalancerLayer, ReplayBody};
 use towergate_error_pages::{OverrideErrors, UpstreamResponse};
 use towergate_proxy::{
-    Forward, ForwardError, ProxyBody, RouteTable, Target, Upstream, status_response,
+    Forward, ForwardError, ProxyBody, RouteTable, Target, Upstream, UpstreamBody, status_response,
 };
 use towergate_request_limits::BodyTooLarge;
 
@@ -46,15 +45,19 @@ pub enum RouteAction {
     Pool(BalancerLayer),
 }
 
-/// The one place backend answers come in: marked so that error-pages tells them from the
-/// gateway's own answers (the balancer's 503 included).
-fn upstream_answer(res: Response<Incoming>) -> Response<ProxyBody> {
+/// The one place backend answers come in: error answers are marked so that error-pages
+/// tells them from the gateway's own (the balancer's 503 included). Only statuses from 400
+/// up can get an error document, so the others go unmarked: marking costs the answer its
+/// own extension map.
+fn upstream_answer(res: Response<UpstreamBody>) -> Response<ProxyBody> {
     let mut res = res.map(ProxyBody::upstream);
-    res.extensions_mut().insert(UpstreamResponse);
+    if res.status().as_u16() >= 400 {
+        res.extensions_mut().insert(UpstreamResponse);
+    }
     res
 }
 
-type ToProxy = fn(Response<Incoming>) -> Response<ProxyBody>;
+type ToProxy = fn(Response<UpstreamBody>) -> Response<ProxyBody>;
 /// The forwarder as a pool's balancer sees it.
 type PoolForward<B> = MapResponse<Forward<ReplayBody<B>>, ToProxy>;
 /// The future of a pool route.
@@ -231,7 +234,7 @@ impl<F, P> DispatchFuture<F, P> {
 
 impl<F, P> Future for DispatchFuture<F, P>
 where
-    F: Future<Output = Result<Response<Incoming>, ForwardError>>,
+    F: Future<Output = Result<Response<UpstreamBody>, ForwardError>>,
     P: Future<Output = Result<Response<ProxyBody>, ForwardError>>,
 {
     type Output = Result<Response<ProxyBody>, Infallible>;

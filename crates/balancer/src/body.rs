@@ -1,8 +1,9 @@
 //! The request body as the balancer hands it on: one that can be taken back when nobody
 //! read it, so a request whose connection failed can go to another member whole.
 //!
-//! hyper-util's client consumes the request even when it never got a connection. The
-//! balancer therefore keeps the client's body in a shared slot and gives the forwarder a
+//! A forwarder takes the request when it is called, even one it never gets a connection
+//! for. The balancer therefore keeps the client's body in a shared slot and gives the
+//! forwarder a
 //! [`ReplayBody`] that moves the body out of the slot on its first read. If the attempt
 //! fails before anything read it, the body is still in the slot and goes with the next
 //! attempt. Nothing is buffered or copied; a body that was read once is never replayed.
@@ -35,6 +36,7 @@ pin_project! {
     enum Kind<B> {
         Direct { #[pin] body: B },
         Shared { slot: Slot<B>, #[pin] taken: Option<B> },
+        Ended,
     }
 }
 
@@ -44,6 +46,12 @@ impl<B> ReplayBody<B> {
         Self {
             kind: Kind::Direct { body },
         }
+    }
+
+    /// The body of a request that has none (it was over before it began): every attempt
+    /// gets one, with nothing to keep.
+    pub(crate) fn ended() -> Self {
+        Self { kind: Kind::Ended }
     }
 
     pub(crate) fn shared(slot: &Slot<B>) -> Self {
@@ -95,6 +103,7 @@ where
                     None => Poll::Ready(None),
                 }
             }
+            KindProj::Ended => Poll::Ready(None),
         }
     }
 
@@ -107,6 +116,7 @@ where
             Kind::Shared { slot, taken: None } => {
                 lock(slot).as_ref().is_none_or(|b| b.is_end_stream())
             }
+            Kind::Ended => true,
         }
     }
 
@@ -119,6 +129,7 @@ where
             Kind::Shared { slot, taken: None } => lock(slot)
                 .as_ref()
                 .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint()),
+            Kind::Ended => SizeHint::with_exact(0),
         }
     }
 }

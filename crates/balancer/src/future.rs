@@ -9,7 +9,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{Request, Response, StatusCode};
+use http::{Extensions, HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 use towergate_proxy::{
@@ -45,8 +45,9 @@ pin_project! {
 /// What a retry needs: a service, the request head, the body slot, who was tried.
 pub(crate) struct Retry<S, B> {
     pub(crate) service: S,
-    pub(crate) parts: Parts,
-    pub(crate) slot: Arc<Mutex<Option<B>>>,
+    pub(crate) head: Head,
+    /// `None` for a request without a body: every attempt gets an empty one.
+    pub(crate) slot: Option<Arc<Mutex<Option<B>>>>,
     pub(crate) tried: MemberSet,
     /// Idempotent method, empty body: may be sent again after it reached a member.
     pub(crate) replay_after_reach: bool,
@@ -117,13 +118,62 @@ impl<F, S, B> ResponseFuture<F, S, B> {
     }
 }
 
+/// The client's request head as it was before the first attempt, for the next one.
+pub(crate) struct Head {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    /// Copied up front only where a retry can follow an answer (`failonstatus`), which
+    /// hands nothing back; otherwise the failed attempt's error hands them back.
+    extensions: Option<Extensions>,
+    keep_extensions: bool,
+}
+
+impl Head {
+    pub(crate) fn copy(parts: &Parts, keep_extensions: bool) -> Self {
+        Self {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            extensions: keep_extensions.then(|| parts.extensions.clone()),
+            keep_extensions,
+        }
+    }
+
+    /// The failed attempt's extensions, for the next attempt.
+    fn handed_back(&mut self, extensions: Extensions) {
+        if !self.keep_extensions {
+            self.extensions = Some(extensions);
+        }
+    }
+
+    fn request<B>(&mut self, body: B) -> Request<B> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        let extensions = if self.keep_extensions {
+            self.extensions.clone()
+        } else {
+            self.extensions.take()
+        };
+        if let Some(extensions) = extensions {
+            *req.extensions_mut() = extensions;
+        }
+        req
+    }
+}
+
 impl<S, B> Retry<S, B> {
     /// The next member to try, if a retry is allowed after this failure.
     fn next_member(&mut self, pool: &PoolInner, reached: bool) -> Option<usize> {
         if reached && !self.replay_after_reach {
             return None;
         }
-        if !body::unread(&self.slot) {
+        if self.slot.as_ref().is_some_and(|slot| !body::unread(slot)) {
             return None;
         }
         let next = pool.select(self.sticky, self.tried)?;
@@ -160,7 +210,7 @@ where
                         .expect("an attempt is in flight while calling");
                     let pool = &attempt.pool().inner;
                     let member = attempt.member;
-                    let (reached, error) = match result {
+                    let (reached, mut error) = match result {
                         Ok(mut res) => {
                             let status = res.status();
                             if !pool.fails_on(status.as_u16()) {
@@ -208,6 +258,9 @@ where
                         .as_mut()
                         .and_then(|r| r.next_member(pool, reached))
                     {
+                        if let Some(retry) = this.retry.as_mut() {
+                            retry.head.handed_back(error.take_extensions());
+                        }
                         let pool = attempt.pool().clone();
                         drop(attempt);
                         start_retry(this.retry, this.attempt, &pool, next);
@@ -225,8 +278,12 @@ where
                     let retry = this.retry.as_mut().expect("a retry is prepared");
                     ready!(retry.service.poll_ready(cx))?;
                     let attempt = this.attempt.as_ref().expect("a retry attempt is counted");
-                    let mut parts = retry.parts.clone();
-                    parts.extensions.insert(Target {
+                    let body = match &retry.slot {
+                        Some(slot) => ReplayBody::shared(slot),
+                        None => ReplayBody::ended(),
+                    };
+                    let mut req = retry.head.request(body);
+                    req.extensions_mut().insert(Target {
                         route: retry.route.clone(),
                         upstream: attempt
                             .pool()
@@ -235,9 +292,7 @@ where
                             .upstream()
                             .clone(),
                     });
-                    let future = retry
-                        .service
-                        .call(Request::from_parts(parts, ReplayBody::shared(&retry.slot)));
+                    let future = retry.service.call(req);
                     this.state.set(State::Calling { future });
                 }
             }

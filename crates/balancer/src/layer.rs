@@ -11,7 +11,7 @@ use tower_service::Service;
 use towergate_proxy::{ForwardError, RouteInfo, Target, WatchBody};
 
 use crate::body::{self, ReplayBody};
-use crate::future::{ResponseFuture, Retry};
+use crate::future::{Head, ResponseFuture, Retry};
 use crate::pool::{Pool, bit};
 use crate::sticky;
 
@@ -131,23 +131,34 @@ where
             Some(t) => t.route.clone(),
             None => self.route.clone(),
         };
-        parts.extensions.insert(Target {
+        let target = Target {
             route: route.clone(),
             upstream: pool.member(member).upstream().clone(),
-        });
+        };
 
         if pool.members.len() == 1 {
+            parts.extensions.insert(target);
             pool.start(member);
             let future = self
                 .inner
                 .call(Request::from_parts(parts, ReplayBody::new(body)));
             return ResponseFuture::called(self.pool.clone(), member, future, None);
         }
-        let replay_after_reach = body.is_end_stream() && pool.retries_after_reach(&parts.method);
-        let slot = body::slot(body);
+        let empty = body.is_end_stream();
+        let replay_after_reach = empty && pool.retries_after_reach(&parts.method);
+        // The head as the client sent it; the extensions only where an answer can be
+        // retried (an error hands them back).
+        let head = Head::copy(&parts, pool.retries_answers());
+        parts.extensions.insert(target);
+        let (body, slot) = if empty {
+            (ReplayBody::ended(), None)
+        } else {
+            let slot = body::slot(body);
+            (ReplayBody::shared(&slot), Some(slot))
+        };
         let retry = Retry {
             service: self.inner.clone(),
-            parts: parts.clone(),
+            head,
             slot,
             tried: bit(member),
             replay_after_reach,
@@ -155,9 +166,7 @@ where
             route,
         };
         pool.start(member);
-        let future = self
-            .inner
-            .call(Request::from_parts(parts, ReplayBody::shared(&retry.slot)));
+        let future = self.inner.call(Request::from_parts(parts, body));
         ResponseFuture::called(self.pool.clone(), member, future, Some(retry))
     }
 }

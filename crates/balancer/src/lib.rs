@@ -71,7 +71,7 @@
 //! use http::{Request, Response, StatusCode};
 //! use tower::{ServiceBuilder, ServiceExt};
 //! use towergate_balancer::{BalancerLayer, MemberConfig, Pool, PoolConfig, ReplayBody};
-//! use towergate_proxy::{Forward, ForwardConfig, ForwardError, ProxyBody};
+//! use towergate_proxy::{Forward, ForwardConfig, ForwardError, ProxyBody, UpstreamBody};
 //! # use http_body_util::BodyExt;
 //!
 //! # async fn backend(name: &'static str) -> String {
@@ -96,7 +96,7 @@
 //!     // Forwarding errors become 502/504 answers in one place.
 //!     .layer(HandleErrorLayer::new(|e: ForwardError| async move { e.to_response::<ProxyBody>() }))
 //!     .layer(BalancerLayer::new(pool.clone()))
-//!     .map_response(|res: Response<hyper::body::Incoming>| res.map(ProxyBody::upstream))
+//!     .map_response(|res: Response<UpstreamBody>| res.map(ProxyBody::upstream))
 //!     .service(Forward::<ReplayBody<Body>>::new(ForwardConfig::default()));
 //! let app = Router::new().fallback_service(balanced);
 //!

@@ -657,6 +657,11 @@ impl PoolInner {
         self.settings.retry_methods.contains(method)
     }
 
+    /// True when an answer (a `failonstatus` status) can be sent on to another member.
+    pub(crate) fn retries_answers(&self) -> bool {
+        !self.settings.failonstatus.is_empty()
+    }
+
     pub(crate) fn fails_on(&self, status: u16) -> bool {
         !self.settings.failonstatus.is_empty() && self.settings.failonstatus.contains(&status)
     }

@@ -8,19 +8,19 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tower::{Service, ServiceExt};
 use towergate_balancer::{
     Balancer, HealthCheckConfig, MemberConfig, MemberHealth, Pool, PoolConfig, ReplayBody,
 };
-use towergate_proxy::{Forward, ForwardConfig, ForwardError, ProxyBody};
+use towergate_proxy::{Forward, ForwardConfig, ForwardError, ProxyBody, UpstreamBody};
 use towergate_testkit::Backend;
 
 type Body = Full<Bytes>;
 
-fn to_proxy(res: Response<Incoming>) -> Response<ProxyBody> {
+fn to_proxy(res: Response<UpstreamBody>) -> Response<ProxyBody> {
     res.map(ProxyBody::upstream)
 }
 
@@ -371,4 +371,60 @@ async fn wait_for(mut cond: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("condition not met within 5 s");
+}
+
+/// A request from 203.0.113.7 as the server tags it: the forwarder turns the extension into
+/// `X-Forwarded-For`, so the backend's echo shows whether a resent request still had it.
+fn from_peer(mut req: Request<Body>) -> Request<Body> {
+    let peer = "203.0.113.7:40000".parse().unwrap();
+    req.extensions_mut()
+        .insert(towergate_client_addr::PeerAddr(peer));
+    req
+}
+
+#[tokio::test]
+async fn a_resent_request_keeps_its_extensions() {
+    let alive = Backend::echo("alive").await.unwrap();
+    // Resent after a refused connection: the extensions come back with the error.
+    let p = pool(PoolConfig::new([
+        MemberConfig::new(dead_url().await),
+        MemberConfig::new(alive.url()),
+    ]));
+    let svc = balancer(&p, ForwardConfig::default());
+    let (status, text) = send(&svc, from_peer(post("/", "body"))).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(p.snapshot().failovers, 1);
+    assert_eq!(echo(&text, "x-forwarded-for"), "203.0.113.7");
+
+    // Resent after a member failed once reached (an idempotent request).
+    let p = pool(PoolConfig::new([
+        MemberConfig::new(hang_up_url().await),
+        MemberConfig::new(alive.url()),
+    ]));
+    let svc = balancer(&p, ForwardConfig::default());
+    let (status, text) = send(&svc, from_peer(get("/"))).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(p.snapshot().failovers, 1);
+    assert_eq!(echo(&text, "x-forwarded-for"), "203.0.113.7");
+
+    // Resent after a failonstatus answer, which hands nothing back.
+    let sick = Backend::with_handler("sick", |_req| async {
+        let mut res = Response::new(Full::new(Bytes::from_static(b"sick\n")));
+        *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        res
+    })
+    .await
+    .unwrap();
+    let p = pool(
+        PoolConfig::new([
+            MemberConfig::new(sick.url()),
+            MemberConfig::new(alive.url()),
+        ])
+        .failonstatus([503]),
+    );
+    let svc = balancer(&p, ForwardConfig::default());
+    let (status, text) = send(&svc, from_peer(get("/"))).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(p.snapshot().failovers, 1);
+    assert_eq!(echo(&text, "x-forwarded-for"), "203.0.113.7");
 }

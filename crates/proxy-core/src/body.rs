@@ -12,7 +12,74 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
+use crate::pool::Lease;
 use crate::watch::{BodyWatch, WatchBody};
+
+pin_project! {
+    /// An upstream's answer body, streamed. Its connection goes back to the pool once the
+    /// body has been read to the end; dropped before that, the connection is closed, since
+    /// the rest of the answer would still be on it.
+    #[derive(Debug)]
+    pub struct UpstreamBody {
+        #[pin]
+        body: Incoming,
+        lease: Option<Lease>,
+    }
+
+    impl PinnedDrop for UpstreamBody {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(lease) = this.lease.take() {
+                if this.body.is_end_stream() {
+                    lease.finish();
+                }
+            }
+        }
+    }
+}
+
+impl UpstreamBody {
+    pub(crate) fn leased(body: Incoming, lease: Lease) -> Self {
+        Self {
+            body,
+            lease: Some(lease),
+        }
+    }
+}
+
+impl From<Incoming> for UpstreamBody {
+    /// A body with no pooled connection behind it.
+    fn from(body: Incoming) -> Self {
+        Self { body, lease: None }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        let poll = this.body.poll_frame(cx);
+        if let Poll::Ready(None) = poll {
+            if let Some(lease) = this.lease.take() {
+                lease.finish();
+            }
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
 
 pin_project! {
     /// Either an upstream's body, streamed, or a complete body made here.
@@ -30,7 +97,7 @@ pin_project! {
     #[project = KindProj]
     #[derive(Debug)]
     enum Kind {
-        Upstream { #[pin] body: Incoming, watch: Option<BodyWatch> },
+        Upstream { #[pin] body: UpstreamBody, watch: Option<BodyWatch> },
         Full { data: Option<Bytes> },
     }
 }
@@ -54,9 +121,12 @@ impl ProxyBody {
     }
 
     /// A streamed upstream body.
-    pub fn upstream(body: Incoming) -> Self {
+    pub fn upstream(body: impl Into<UpstreamBody>) -> Self {
         Self {
-            kind: Kind::Upstream { body, watch: None },
+            kind: Kind::Upstream {
+                body: body.into(),
+                watch: None,
+            },
         }
     }
 }
@@ -95,6 +165,12 @@ impl From<String> for ProxyBody {
 
 impl From<Incoming> for ProxyBody {
     fn from(body: Incoming) -> Self {
+        Self::upstream(body)
+    }
+}
+
+impl From<UpstreamBody> for ProxyBody {
+    fn from(body: UpstreamBody) -> Self {
         Self::upstream(body)
     }
 }

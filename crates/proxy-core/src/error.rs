@@ -29,11 +29,29 @@ pub enum ForwardErrorKind {
 pub struct ForwardError {
     kind: ForwardErrorKind,
     source: Option<BoxError>,
+    extensions: http::Extensions,
 }
 
 impl ForwardError {
     pub(crate) fn new(kind: ForwardErrorKind, source: Option<BoxError>) -> Self {
-        Self { kind, source }
+        Self {
+            kind,
+            source,
+            extensions: http::Extensions::new(),
+        }
+    }
+
+    /// Hands the failed request's extensions back with the error.
+    pub(crate) fn with_extensions(mut self, extensions: http::Extensions) -> Self {
+        self.extensions = extensions;
+        self
+    }
+
+    /// The failed request's extensions ([`Forward`](crate::Forward) hands them back with
+    /// every error), so that a retry elsewhere carries them without a copy made up front.
+    /// Empty when taken before, or when the failing service kept them.
+    pub fn take_extensions(&mut self) -> http::Extensions {
+        std::mem::take(&mut self.extensions)
     }
 
     /// Where it failed.

@@ -4,23 +4,21 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::Uri;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Version};
-use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use pin_project_lite::pin_project;
 use rustls::ClientConfig;
 use tower_service::Service;
 
+use crate::body::UpstreamBody;
 use crate::error::{ForwardError, ForwardErrorKind};
 use crate::headers::{ReverseMap, remove_hop_by_hop, set_forwarded};
+use crate::pool::{Pools, SendError};
 use crate::upgrade::{PendingUpgrade, restore_response_headers};
 use crate::{RouteInfo, Upstream, UpstreamTls};
 
@@ -95,40 +93,14 @@ impl Default for ForwardConfig {
 /// SNI from the upstream's host; HTTP/1.1 `Upgrade` requests (WebSocket) are tunnelled
 /// when the upstream switches protocols (see [`Tunnel`](crate::Tunnel)).
 pub struct Forward<B: Send> {
-    clients: Clients<B>,
+    pools: Arc<Pools<B>>,
     config: Arc<ForwardConfig>,
-}
-
-type PooledClient<B> = Client<HttpsConnector<HttpConnector>, B>;
-
-/// The connection pool: shared by every thread, or one per thread
-/// ([`ForwardConfig::pool_per_thread`]).
-enum Clients<B: Send> {
-    Shared(Arc<PooledClient<B>>),
-    PerThread(Arc<PerThread<B>>),
-}
-
-/// Pools made on first use on each thread, all with the same connector (TLS settings
-/// included) and pool settings.
-struct PerThread<B: Send> {
-    builder: hyper_util::client::legacy::Builder,
-    connector: HttpsConnector<HttpConnector>,
-    pools: thread_local::ThreadLocal<PooledClient<B>>,
-}
-
-impl<B: Send> Clone for Clients<B> {
-    fn clone(&self) -> Self {
-        match self {
-            Self::Shared(client) => Self::Shared(client.clone()),
-            Self::PerThread(per_thread) => Self::PerThread(per_thread.clone()),
-        }
-    }
 }
 
 impl<B: Send> Clone for Forward<B> {
     fn clone(&self) -> Self {
         Self {
-            clients: self.clients.clone(),
+            pools: self.pools.clone(),
             config: self.config.clone(),
         }
     }
@@ -155,33 +127,15 @@ where
             .https_or_http()
             .enable_http1()
             .wrap_connector(connector);
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.idle_timeout)
-            .pool_max_idle_per_host(config.max_idle_per_host);
-        let clients = if config.pool_per_thread {
-            Clients::PerThread(Arc::new(PerThread {
-                builder,
-                connector,
-                pools: thread_local::ThreadLocal::new(),
-            }))
-        } else {
-            Clients::Shared(Arc::new(builder.build(connector)))
-        };
+        let pools = Pools::new(
+            connector,
+            config.idle_timeout,
+            config.max_idle_per_host,
+            config.pool_per_thread,
+        );
         Self {
-            clients,
+            pools: Arc::new(pools),
             config: Arc::new(config),
-        }
-    }
-
-    /// The pool this thread sends through.
-    fn client(&self) -> &PooledClient<B> {
-        match &self.clients {
-            Clients::Shared(client) => client,
-            Clients::PerThread(per_thread) => per_thread
-                .pools
-                .get_or(|| per_thread.builder.build(per_thread.connector.clone())),
         }
     }
 
@@ -196,7 +150,7 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static + Unpin,
     B::Error: Into<BoxError>,
 {
-    type Response = Response<Incoming>;
+    type Response = Response<UpstreamBody>;
     type Error = ForwardError;
     type Future = ForwardFuture;
 
@@ -207,7 +161,10 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let Some(target) = req.extensions().get::<Target>().cloned() else {
             return ForwardFuture {
-                state: State::NoTarget,
+                inner: Box::pin(std::future::ready(Err(ForwardError::new(
+                    ForwardErrorKind::NoTarget,
+                    None,
+                )))),
             };
         };
         let (mut parts, body) = req.into_parts();
@@ -233,70 +190,80 @@ where
                 .insert(header::HOST, target.upstream.host_header().clone()),
         };
         let remainder = target.route.remainder(parts.uri.path());
-        parts.uri =
-            target
-                .upstream
-                .uri_for(&target.route.prefix, remainder, parts.uri.path_and_query());
+        parts.uri = Uri::from(target.upstream.path_for(
+            &target.route.prefix,
+            remainder,
+            parts.uri.path_and_query(),
+        ));
         parts.version = Version::HTTP_11;
+        // The upstream needs none of them; they come back with an error, for a retry.
+        let extensions = std::mem::take(&mut parts.extensions);
 
-        let sent = self.client().request(Request::from_parts(parts, body));
+        let sent = Sent {
+            extensions,
+            pools: self.pools.clone(),
+            response_timeout: self.config.response_timeout,
+            target,
+            front_host,
+            tls,
+            upgrade,
+        };
         ForwardFuture {
-            state: State::Sent {
-                sent: tokio::time::timeout(self.config.response_timeout, sent),
-                target: Some(target),
-                front_host,
-                tls,
-                upgrade,
-            },
+            inner: Box::pin(sent.answer(Request::from_parts(parts, body))),
         }
     }
 }
 
-pin_project! {
-    /// The future of [`Forward`]: waits for the response head within the timeout, then
-    /// cleans and rewrites its headers.
-    pub struct ForwardFuture {
-        #[pin]
-        state: State,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State {
-        NoTarget,
-        Sent {
-            #[pin]
-            sent: tokio::time::Timeout<hyper_util::client::legacy::ResponseFuture>,
-            target: Option<Target>,
-            front_host: Option<HeaderValue>,
-            tls: bool,
-            upgrade: Option<PendingUpgrade>,
-        },
-    }
+/// The future of [`Forward`]: waits for the response head within the timeout, then
+/// cleans and rewrites its headers.
+pub struct ForwardFuture {
+    inner: Pin<Box<dyn Future<Output = Result<Response<UpstreamBody>, ForwardError>> + Send>>,
 }
 
 impl Future for ForwardFuture {
-    type Output = Result<Response<Incoming>, ForwardError>;
+    type Output = Result<Response<UpstreamBody>, ForwardError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let (sent, target, front_host, tls, upgrade) = match self.project().state.project() {
-            StateProj::NoTarget => {
-                return Poll::Ready(Err(ForwardError::new(ForwardErrorKind::NoTarget, None)));
-            }
-            StateProj::Sent {
-                sent,
-                target,
-                front_host,
-                tls,
-                upgrade,
-            } => (sent, target, front_host, *tls, upgrade),
-        };
-        let result = ready!(sent.poll(cx));
-        let target = target.take().expect("polled after completion");
-        Poll::Ready(match result {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl std::fmt::Debug for ForwardFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForwardFuture").finish_non_exhaustive()
+    }
+}
+
+/// A request on its way: what the answer's headers are rewritten with.
+struct Sent<B: Send> {
+    extensions: http::Extensions,
+    pools: Arc<Pools<B>>,
+    response_timeout: Duration,
+    target: Target,
+    front_host: Option<HeaderValue>,
+    tls: bool,
+    upgrade: Option<PendingUpgrade>,
+}
+
+impl<B> Sent<B>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static + Unpin,
+    B::Error: Into<BoxError>,
+{
+    async fn answer(self, req: Request<B>) -> Result<Response<UpstreamBody>, ForwardError> {
+        let Self {
+            extensions,
+            pools,
+            response_timeout,
+            target,
+            front_host,
+            tls,
+            upgrade,
+        } = self;
+        let sent = pools.send(&target.upstream, req);
+        match tokio::time::timeout(response_timeout, sent).await {
             Ok(Ok(mut res)) => {
-                let switched = upgrade.take().and_then(|u| u.switch(&mut res, &target));
+                let switched = upgrade.and_then(|u| u.switch(&mut res, &target));
                 remove_hop_by_hop(res.headers_mut());
                 if let Some(protocol) = switched {
                     restore_response_headers(res.headers_mut(), protocol);
@@ -305,37 +272,31 @@ impl Future for ForwardFuture {
                 Ok(res)
             }
             Ok(Err(e)) => {
-                let kind = if e.is_connect() {
-                    ForwardErrorKind::Connect
-                } else if request_body_failed(&e) {
-                    ForwardErrorKind::RequestBody
-                } else {
-                    ForwardErrorKind::Upstream
+                let err = match e {
+                    SendError::Connect(e) => ForwardError::new(ForwardErrorKind::Connect, Some(e)),
+                    SendError::Upstream(e) => {
+                        let kind = if request_body_failed(&e) {
+                            ForwardErrorKind::RequestBody
+                        } else {
+                            ForwardErrorKind::Upstream
+                        };
+                        ForwardError::new(kind, Some(e.into()))
+                    }
                 };
-                let err = ForwardError::new(kind, Some(e.into()));
                 tracing::warn!(target: "towergate_proxy", route = %target.route.name, upstream = %target.upstream, error = %err, "forwarding failed");
-                Err(err)
+                Err(err.with_extensions(extensions))
             }
             Err(_) => {
                 tracing::warn!(target: "towergate_proxy", route = %target.route.name, upstream = %target.upstream, "upstream timed out");
-                Err(ForwardError::new(ForwardErrorKind::Timeout, None))
+                Err(ForwardError::new(ForwardErrorKind::Timeout, None).with_extensions(extensions))
             }
-        })
+        }
     }
 }
 
 /// True when the client's body stream failed, rather than the upstream connection.
-fn request_body_failed(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut next = std::error::Error::source(e);
-    while let Some(err) = next {
-        if let Some(h) = err.downcast_ref::<hyper::Error>() {
-            if h.is_user() && std::error::Error::source(h).is_some() {
-                return true;
-            }
-        }
-        next = err.source();
-    }
-    false
+fn request_body_failed(e: &hyper::Error) -> bool {
+    e.is_user() && std::error::Error::source(e).is_some()
 }
 
 /// ProxyPassReverse: only does work when the answer carries a header to rewrite.

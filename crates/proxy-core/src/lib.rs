@@ -42,13 +42,14 @@ mod error;
 mod forward;
 pub mod headers;
 mod path;
+mod pool;
 mod route;
 mod upgrade;
 mod upstream;
 mod upstream_tls;
 mod watch;
 
-pub use body::ProxyBody;
+pub use body::{ProxyBody, UpstreamBody};
 pub use canonical::{CanonicalRequest, CanonicalRequestLayer, Refusal};
 pub use error::{ForwardError, ForwardErrorKind, status_response};
 pub use forward::{Forward, ForwardConfig, ForwardFuture, FrontTls, Target};

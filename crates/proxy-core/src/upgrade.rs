@@ -54,7 +54,8 @@ impl PendingUpgrade {
         if !has_token(&parts.headers, "upgrade") {
             return None;
         }
-        let client = parts.extensions.remove::<OnUpgrade>()?;
+        // A copy (a shared handle): the extensions stay whole for a retry elsewhere.
+        let client = parts.extensions.get::<OnUpgrade>()?.clone();
         Some(PendingUpgrade {
             client,
             protocol,
@@ -284,7 +285,8 @@ mod tests {
         ]);
         let up = PendingUpgrade::take(&mut p, d).expect("an upgrade");
         assert_eq!(up.protocol, "websocket");
-        assert!(p.extensions.get::<OnUpgrade>().is_none());
+        // A shared handle is taken; the extension stays for a retry at another member.
+        assert!(p.extensions.get::<OnUpgrade>().is_some());
 
         assert!(PendingUpgrade::take(&mut parts(&[("upgrade", "websocket")]), d).is_none());
         assert!(

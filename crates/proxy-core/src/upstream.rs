@@ -19,6 +19,28 @@ pub struct Upstream {
     host: HeaderValue,
     /// `scheme://authority`, for ProxyPassReverse matching.
     origin: Arc<str>,
+    /// `scheme://authority/`: where connections are made.
+    connect_uri: Uri,
+    /// The connection pool's index for this scheme and authority.
+    pool_slot: usize,
+}
+
+/// Pool slots by `scheme://authority` (lower case): every upstream parsed with the same
+/// origin shares a slot, so connections are found by index instead of by hashing a key
+/// on each request. Grows only with distinct origins ever configured.
+fn pool_slot(origin: &str) -> usize {
+    static SLOTS: std::sync::Mutex<Vec<Box<str>>> = std::sync::Mutex::new(Vec::new());
+    let origin = origin.to_ascii_lowercase();
+    let mut slots = SLOTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match slots.iter().position(|o| **o == *origin) {
+        Some(slot) => slot,
+        None => {
+            slots.push(origin.into());
+            slots.len() - 1
+        }
+    }
 }
 
 /// Why an upstream URL was refused.
@@ -61,9 +83,18 @@ impl Upstream {
         }
         let host = HeaderValue::from_str(authority.as_str())
             .map_err(|_| UpstreamError::Invalid(url.to_owned()))?;
+        let origin = format!("{scheme}://{authority}");
+        let connect_uri = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|_| UpstreamError::Invalid(url.to_owned()))?;
         Ok(Self {
             url: url.into(),
-            origin: format!("{scheme}://{authority}").into(),
+            pool_slot: pool_slot(&origin),
+            connect_uri,
+            origin: origin.into(),
             scheme,
             authority,
             base_path: uri.path().trim_end_matches('/').into(),
@@ -96,21 +127,33 @@ impl Upstream {
         &self.origin
     }
 
+    /// `scheme://authority/`, what a connector is asked to connect to.
+    pub fn connect_uri(&self) -> &Uri {
+        &self.connect_uri
+    }
+
+    /// The connection pool's index for this upstream's scheme and authority: the same
+    /// for every upstream with the same origin.
+    pub fn pool_slot(&self) -> usize {
+        self.pool_slot
+    }
+
     /// The `Host` header value naming this upstream.
     pub fn host_header(&self) -> &HeaderValue {
         &self.host
     }
 
-    /// The absolute URI for a front request whose path past the route prefix is
-    /// `remainder` (empty or starting with `/`); `front` is the front request's own
-    /// path-and-query, reused as it is when the mapping leaves it unchanged.
-    pub fn uri_for(
+    /// The request target (origin form, `/path?query`) at this upstream for a front
+    /// request whose path past the route prefix is `remainder` (empty or starting with
+    /// `/`); `front` is the front request's own path-and-query, reused as it is when the
+    /// mapping leaves it unchanged.
+    pub fn path_for(
         &self,
         front_prefix: &str,
         remainder: &str,
         front: Option<&PathAndQuery>,
-    ) -> Uri {
-        let path_and_query = match front {
+    ) -> PathAndQuery {
+        match front {
             Some(pq) if *self.base_path == *front_prefix && !remainder.is_empty() => pq.clone(),
             _ => {
                 let query = front.and_then(|pq| pq.query());
@@ -130,12 +173,7 @@ impl Upstream {
                 PathAndQuery::from_maybe_shared(buf.freeze())
                     .unwrap_or_else(|_| PathAndQuery::from_static("/"))
             }
-        };
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(path_and_query);
-        Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
+        }
     }
 }
 
@@ -160,7 +198,11 @@ mod tests {
         let pq: PathAndQuery = path_and_query.parse().unwrap();
         let prefix = prefix.trim_end_matches('/');
         let remainder = &pq.path()[prefix.len()..];
-        up.uri_for(prefix, remainder, Some(&pq)).to_string()
+        format!(
+            "{}{}",
+            up.origin(),
+            up.path_for(prefix, remainder, Some(&pq))
+        )
     }
 
     #[test]
