@@ -196,15 +196,20 @@ async fn timeout_puts_the_member_in_error_and_get_goes_elsewhere() {
     }
 }
 
-#[tokio::test]
-async fn failonstatus_answer_is_replaced_or_passed_on() {
-    let sick = Backend::with_handler("sick", |_req| async {
+/// A member that answers every request `503 Service Unavailable`, body `sick`.
+async fn sick_backend() -> Backend {
+    Backend::with_handler("sick", |_req| async {
         let mut res = Response::new(Full::new(Bytes::from_static(b"sick\n")));
         *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         res
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn failonstatus_answer_is_replaced_or_passed_on() {
+    let sick = sick_backend().await;
     let alive = Backend::echo("alive").await.unwrap();
     let members = || {
         [
@@ -408,13 +413,7 @@ async fn a_resent_request_keeps_its_extensions() {
     assert_eq!(echo(&text, "x-forwarded-for"), "203.0.113.7");
 
     // Resent after a failonstatus answer, which hands nothing back.
-    let sick = Backend::with_handler("sick", |_req| async {
-        let mut res = Response::new(Full::new(Bytes::from_static(b"sick\n")));
-        *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        res
-    })
-    .await
-    .unwrap();
+    let sick = sick_backend().await;
     let p = pool(
         PoolConfig::new([
             MemberConfig::new(sick.url()),

@@ -8,6 +8,7 @@
 //! back when that answer's body is over: the body carries the [`Lease`]. A request a
 //! connection never wrote goes on to the next connection as it is.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -114,7 +115,7 @@ where
                         if stale > 2 {
                             break;
                         }
-                        shelf.put_back_last(slot, sender, self.max_idle);
+                        shelf.put_back(slot, sender, self.max_idle, false);
                     }
                     None => return Err(SendError::Upstream(e.into_error())),
                 },
@@ -157,6 +158,8 @@ where
 /// Idle and lent connections, by upstream slot.
 pub(crate) struct Shelf<B> {
     inner: Mutex<Shelved<B>>,
+    /// A sweeper runs for this shelf.
+    sweeping: AtomicBool,
 }
 
 /// What a [`Shelf`] guards.
@@ -168,7 +171,6 @@ struct Shelved<B> {
     free: Vec<u32>,
     /// Sweeps done so far: an idle connection notes the sweep it came back after.
     sweeps: u32,
-    sweeping: bool,
 }
 
 struct Idle<B> {
@@ -184,8 +186,8 @@ impl<B: Send + 'static> Shelf<B> {
                 lent: Vec::new(),
                 free: Vec::new(),
                 sweeps: 0,
-                sweeping: false,
             }),
+            sweeping: AtomicBool::new(false),
         }
     }
 
@@ -234,8 +236,9 @@ impl<B: Send + 'static> Shelf<B> {
         sender
     }
 
-    /// Back among the idle connections, on top.
-    fn put_back(&self, slot: usize, sender: SendRequest<B>, max_idle: usize) {
+    /// Back among the idle connections: on top, or at the bottom for one that was not
+    /// ready to take a request.
+    fn put_back(&self, slot: usize, sender: SendRequest<B>, max_idle: usize, on_top: bool) {
         if sender.is_closed() {
             return;
         }
@@ -243,43 +246,29 @@ impl<B: Send + 'static> Shelf<B> {
         let since_sweep = inner.sweeps;
         let idle = inner.idle_mut(slot);
         if idle.len() < max_idle {
-            idle.push(Idle {
+            let entry = Idle {
                 sender,
                 since_sweep,
-            });
-        }
-    }
-
-    /// Back among the idle connections, at the bottom: it was not ready to take a request.
-    fn put_back_last(&self, slot: usize, sender: SendRequest<B>, max_idle: usize) {
-        if sender.is_closed() {
-            return;
-        }
-        let mut inner = self.lock();
-        let since_sweep = inner.sweeps;
-        let idle = inner.idle_mut(slot);
-        if idle.len() < max_idle {
-            idle.insert(
-                0,
-                Idle {
-                    sender,
-                    since_sweep,
-                },
-            );
+            };
+            if on_top {
+                idle.push(entry);
+            } else {
+                idle.insert(0, entry);
+            }
         }
     }
 
     /// Starts the sweeper the first time a shelf is used within a runtime.
     fn start_sweeping(self: &Arc<Self>, every: Duration) {
-        let mut inner = self.lock();
-        if inner.sweeping {
+        if self.sweeping.load(Ordering::Relaxed) {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        inner.sweeping = true;
-        runtime.spawn(sweep(Arc::downgrade(self), every));
+        if !self.sweeping.swap(true, Ordering::Relaxed) {
+            runtime.spawn(sweep(Arc::downgrade(self), every));
+        }
     }
 
     /// Closes connections idle for two sweeps or more, and drops closed ones.
@@ -326,7 +315,7 @@ impl<B: Send + 'static> GiveBack for Shelf<B> {
             return;
         };
         if reusable {
-            self.put_back(slot as usize, sender, max_idle as usize);
+            self.put_back(slot as usize, sender, max_idle as usize, true);
         }
     }
 }
