@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::{Service, ServiceExt};
 use towergate_access_log::LocalAddr;
@@ -161,25 +161,17 @@ pub async fn serve<S, B>(
                 }
                 return;
             };
-            let stream =
-                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-            let conn = builder.serve_connection_with_upgrades(
-                TokioIo::new(stream),
+            // Boxed: a TLS connection's state would otherwise size every plain one's task.
+            Box::pin(serve_tls(
+                stream,
+                acceptor,
+                handshake_timeout,
+                &builder,
                 per_peer(service, peer, local, true),
-            );
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
+                watcher,
+                peer,
+            ))
+            .await;
         });
     }
     drop(listener);
@@ -188,6 +180,39 @@ pub async fn serve<S, B>(
         .is_err()
     {
         tracing::warn!(grace = ?opts.grace_period, "grace period over; closing remaining connections");
+    }
+}
+
+/// Serves one TLS connection: the handshake within `handshake_timeout`, then HTTP.
+async fn serve_tls<S, B>(
+    stream: TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    handshake_timeout: Duration,
+    builder: &auto::Builder<TokioExecutor>,
+    service: S,
+    watcher: hyper_util::server::graceful::Watcher,
+    peer: SocketAddr,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 
