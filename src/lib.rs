@@ -15,6 +15,7 @@ pub mod error_log;
 pub mod gateway;
 pub mod import_apache;
 pub mod layers;
+pub mod malloc;
 pub mod metrics;
 pub mod server;
 pub mod stack;

@@ -86,6 +86,7 @@ enum Command {
 const EXIT_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
+    towergate::malloc::tune();
     let cli = Cli::parse();
     // `run` logs where its config's [error_log] says, once the config is read; the
     // other commands log to stderr.
