@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use http::{Request, Response, header};
@@ -26,6 +27,9 @@ use crate::config::Config;
 use crate::dispatch::{Dispatch, RouteAction, Routed};
 use crate::metrics::Metrics;
 use crate::status::{RouteStatus, Status};
+
+/// How often latency samples are drained into the histograms between scrapes.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
 /// Work the stack needs running beside it (health checks, table sweeps): spawn each.
 pub type Background = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -75,8 +79,11 @@ pub fn build(
     >,
 > {
     let background: Vec<Background> = Vec::new();
-    let metrics =
-        carry.reuse::<Metrics, _>("metrics", "", || Ok((Arc::new(Metrics::new()), None)))?;
+    let metrics = carry.reuse::<Metrics, _>("metrics", "", || {
+        let metrics = Arc::new(Metrics::new());
+        let upkeep = metrics.clone().upkeep(METRICS_UPKEEP);
+        Ok((metrics, Some(Box::pin(upkeep) as Background)))
+    })?;
     let mut status = Status::new(metrics.clone());
     let server = &config.server;
 

@@ -46,9 +46,11 @@ pub struct ForwardConfig {
     /// Time allowed from sending the request until the response headers arrive
     /// (Apache `Timeout`).
     pub response_timeout: Duration,
-    /// How long an idle keep-alive connection to an upstream is kept in the pool.
+    /// How long an idle keep-alive connection to an upstream is kept in the pool: it is
+    /// closed between this and one and a half times this.
     pub idle_timeout: Duration,
-    /// Idle connections kept per upstream.
+    /// Idle connections kept per upstream (per thread with
+    /// [`pool_per_thread`](Self::pool_per_thread)).
     pub max_idle_per_host: usize,
     /// Send the client's `Host` to the upstream (Apache `ProxyPreserveHost On`).
     pub preserve_host: bool,
