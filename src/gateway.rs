@@ -23,7 +23,7 @@ use crate::server::{ServerOptions, Transport, serve};
 use crate::stack;
 use crate::status::Status;
 use crate::tls::{self, Certificates};
-use crate::workers::Workers;
+use crate::workers::{Spread, Workers};
 
 type Reloader = Box<dyn Fn(&Config) -> anyhow::Result<()> + Send + Sync>;
 
@@ -102,9 +102,11 @@ impl RunningGateway {
         let server_limits = Arc::new(ArcSwap::from_pointee(config.limits.0.server_limits()));
         let proxy_protocol = ProxyProtocols::new(&config);
         first_status.proxy_protocol = proxy_protocol.all();
+        first_status.workers = Some(workers.load());
         let status = Arc::new(ArcSwap::from_pointee(first_status));
         let reloader: Reloader = {
             let proxy_protocol = proxy_protocol.clone();
+            let worker_load = workers.load();
             let current = current.service.clone();
             let carry = carry.clone();
             let generation = generation.clone();
@@ -128,6 +130,7 @@ impl RunningGateway {
                         let mut new_status = built.status;
                         new_status.generation = generation.fetch_add(1, Ordering::Relaxed) + 1;
                         new_status.proxy_protocol = proxy_protocol.all();
+                        new_status.workers = Some(worker_load.clone());
                         status.store(Arc::new(new_status));
                         Ok(())
                     }
@@ -154,32 +157,35 @@ impl RunningGateway {
         let mut servers = JoinSet::new();
         // Each worker accepts on its own socket of every address and serves what it accepts.
         let mut on_workers =
-            |listeners: Vec<Vec<TcpListener>>, serving: &dyn Fn(TcpListener) -> ServeFuture| {
+            |listeners: Vec<Vec<TcpListener>>,
+             serving: &dyn Fn(TcpListener, Spread) -> ServeFuture| {
                 for per_worker in listeners {
                     for (index, listener) in per_worker.into_iter().enumerate() {
-                        let served = workers.spawn(index, serving(listener));
+                        let served = workers.spawn(index, serving(listener, workers.spread(index)));
                         servers.spawn(async move {
                             let _ = served.await;
                         });
                     }
                 }
             };
-        on_workers(listeners, &|listener| {
+        on_workers(listeners, &|listener, spread| {
             Box::pin(serve(
                 listener,
                 current.clone(),
                 opts.clone(),
                 Transport::Plain,
+                spread,
                 stopped.clone(),
             ))
         });
         if let Some(certificates) = &certificates {
-            on_workers(tls_listeners, &|listener| {
+            on_workers(tls_listeners, &|listener, spread| {
                 Box::pin(serve(
                     listener,
                     current.clone(),
                     tls_opts.clone(),
                     Transport::Tls(certificates.clone()),
+                    spread,
                     stopped.clone(),
                 ))
             });
@@ -190,12 +196,13 @@ impl RunningGateway {
                     &req, https_port, &names,
                 )))
             });
-            on_workers(redirect_listeners, &|listener| {
+            on_workers(redirect_listeners, &|listener, spread| {
                 Box::pin(serve(
                     listener,
                     redirect.clone(),
                     tls_opts.clone(),
                     Transport::Plain,
+                    spread,
                     stopped.clone(),
                 ))
             });

@@ -29,6 +29,7 @@ use towergate_request_limits::ServerLimits;
 
 use crate::config::Http2Config;
 use crate::tls::Certificates;
+use crate::workers::Spread;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -95,6 +96,7 @@ pub async fn serve<S, B>(
     service: S,
     opts: ServerOptions,
     transport: Transport,
+    spread: Spread,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
@@ -140,8 +142,9 @@ pub async fn serve<S, B>(
         // task, so a slow client never holds up the accept loop.
         let (builder, service, watcher) = (builder.clone(), service.clone(), graceful.watcher());
         let handshake_timeout = opts.header_read_timeout;
-        tokio::spawn(async move {
-            let mut stream = stream;
+        let (worker, active) = spread.place();
+        let serve_connection = move |mut stream: TcpStream| async move {
+            let _active = active;
             let (peer, local) = match proxy_protocol {
                 None => (peer, local),
                 Some(pp) => match pp.accept(&mut stream, peer).await {
@@ -172,7 +175,23 @@ pub async fn serve<S, B>(
                 peer,
             ))
             .await;
-        });
+        };
+        if spread.is_local(worker) {
+            tokio::spawn(serve_connection(stream));
+            continue;
+        }
+        // Another worker serves it: the socket moves to that worker's reactor.
+        match stream.into_std() {
+            Ok(stream) => spread.spawn_on(worker, async move {
+                match TcpStream::from_std(stream) {
+                    Ok(stream) => serve_connection(stream).await,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "handing a connection over failed")
+                    }
+                }
+            }),
+            Err(e) => tracing::debug!(%peer, error = %e, "handing a connection over failed"),
+        }
     }
     drop(listener);
     if tokio::time::timeout(opts.grace_period, graceful.shutdown())

@@ -40,6 +40,8 @@ pub struct Status {
     /// The WAF, when `[waf]` is on: requests inspected, blocked, detected.
     #[cfg(feature = "waf")]
     pub waf: Option<towergate_waf::WafLayer>,
+    /// Client connections per worker thread, read live.
+    pub workers: Option<crate::workers::WorkerLoad>,
 }
 
 impl Status {
@@ -56,6 +58,7 @@ impl Status {
             cluster: None,
             #[cfg(feature = "waf")]
             waf: None,
+            workers: None,
         }
     }
 
@@ -124,6 +127,7 @@ impl Status {
         json!({
             "waf": self.waf_json(),
             "generation": self.generation,
+            "workers": self.workers.as_ref().map(|w| w.connections()),
             "routes": self.routes.iter().map(|r| json!({"name": r.name, "prefix": r.prefix, "target": r.target})).collect::<Vec<_>>(),
             "evasive": self.evasive_json(),
             "limits": self.limits_json(),
@@ -150,6 +154,15 @@ impl Status {
     pub fn metrics_text(&self) -> String {
         self.metrics
             .set_gauge("towergate_config_generation", &[], self.generation as f64);
+        if let Some(workers) = &self.workers {
+            for (i, n) in workers.connections().into_iter().enumerate() {
+                self.metrics.set_gauge(
+                    "towergate_worker_connections",
+                    &[("worker", i.to_string())],
+                    n as f64,
+                );
+            }
+        }
         if let Some(evasive) = &self.evasive {
             let stats = evasive.stats();
             self.metrics

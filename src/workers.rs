@@ -2,14 +2,19 @@
 //! on its own socket of every listen address (`SO_REUSEPORT`, so the kernel spreads new
 //! connections over the workers), as nginx's worker processes do.
 //!
-//! A connection lives on the worker that accepted it, with the upstream connections its
-//! requests use (the forwarder keeps one pool per thread): a request never waits for
-//! another thread to be woken, and no lock is shared between workers on the hot path.
+//! A connection lives on one worker, with the upstream connections its requests use (the
+//! forwarder keeps one pool per thread): a request never waits for another thread to be
+//! woken, and no lock is shared between workers on the hot path. The kernel's spread of new
+//! connections over the sockets is a hash, uneven for a few connections (16 can split 12 to
+//! 4, leaving one core idle while the other queues); a worker already serving more than the
+//! least busy one hands a new connection over to it ([`Spread`]).
 //! Background work (health checks, table sweeps, the admin listener) stays on the main
 //! runtime.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context as _;
 use tokio::net::{TcpListener, TcpSocket};
@@ -23,9 +28,22 @@ const BACKLOG: u32 = 1024;
 
 /// The worker threads; dropping this stops them (and drops whatever still runs on them).
 pub struct Workers {
-    handles: Vec<Handle>,
+    shared: Arc<Shared>,
     _stop: Vec<oneshot::Sender<()>>,
 }
+
+/// What every worker's accept loops share: the runtimes, and how many connections each
+/// serves.
+struct Shared {
+    handles: Vec<Handle>,
+    active: Vec<Count>,
+}
+
+/// A connection count on a cache line of its own: each worker writes only its own, so the
+/// counts never bounce between cores on a worker's hot path.
+#[repr(align(128))]
+#[derive(Default)]
+struct Count(AtomicUsize);
 
 impl Workers {
     /// Starts `count` workers (at least one); `0` means one per CPU.
@@ -53,10 +71,29 @@ impl Workers {
                 })
                 .context("cannot start a worker thread")?;
         }
+        let active = (0..handles.len()).map(|_| Count::default()).collect();
         Ok(Self {
-            handles,
+            shared: Arc::new(Shared { handles, active }),
             _stop: stop,
         })
+    }
+
+    /// How worker `index`'s accept loops place the connections they accept.
+    pub fn spread(&self, index: usize) -> Spread {
+        Spread {
+            index: index % self.shared.handles.len(),
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Connections each worker serves now.
+    pub fn connections(&self) -> Vec<usize> {
+        self.load().connections()
+    }
+
+    /// A handle that reads the connections per worker, for the status page.
+    pub fn load(&self) -> WorkerLoad {
+        WorkerLoad(self.shared.clone())
     }
 
     /// Binds `addr` once per worker (the first bind picks the port when `addr` asks for
@@ -75,8 +112,8 @@ impl Workers {
                 .with_context(|| format!("cannot listen on {addr}"))?;
         }
         let mut bound = addr;
-        let mut listeners = Vec::with_capacity(self.handles.len());
-        for handle in &self.handles {
+        let mut listeners = Vec::with_capacity(self.shared.handles.len());
+        for handle in &self.shared.handles {
             let socket = new_socket(addr)
                 .and_then(|s| {
                     s.set_reuseaddr(true)?;
@@ -102,7 +139,91 @@ impl Workers {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.handles[index % self.handles.len()].spawn(future)
+        let handles = &self.shared.handles;
+        handles[index % handles.len()].spawn(future)
+    }
+}
+
+/// Places the connections one worker accepts: on that worker, unless it serves more than
+/// one connection more than the least busy worker, which then gets it. Balanced workers
+/// pay two relaxed loads per worker and one increment per connection.
+#[derive(Clone)]
+pub struct Spread {
+    index: usize,
+    shared: Arc<Shared>,
+}
+
+impl Spread {
+    /// The worker for a connection just accepted, with the connection counted there until
+    /// the returned [`Active`] is dropped.
+    pub fn place(&self) -> (usize, Active) {
+        let active = &self.shared.active;
+        let mine = active[self.index].0.load(Ordering::Relaxed);
+        let (least, fewest) = active
+            .iter()
+            .map(|c| c.0.load(Ordering::Relaxed))
+            .enumerate()
+            .min_by_key(|&(_, n)| n)
+            .unwrap_or((self.index, mine));
+        let target = if mine > fewest + 1 { least } else { self.index };
+        active[target].0.fetch_add(1, Ordering::Relaxed);
+        (
+            target,
+            Active {
+                shared: self.shared.clone(),
+                index: target,
+            },
+        )
+    }
+
+    /// True when `worker` is the one this spread accepts on.
+    pub fn is_local(&self, worker: usize) -> bool {
+        worker == self.index
+    }
+
+    /// Runs `future` on `worker`.
+    pub fn spawn_on<F>(&self, worker: usize, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.shared.handles[worker].spawn(future);
+    }
+}
+
+/// Reads how many connections each worker serves.
+#[derive(Clone)]
+pub struct WorkerLoad(Arc<Shared>);
+
+impl WorkerLoad {
+    /// Connections each worker serves now, by worker.
+    pub fn connections(&self) -> Vec<usize> {
+        self.0
+            .active
+            .iter()
+            .map(|c| c.0.load(Ordering::Relaxed))
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for WorkerLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("WorkerLoad")
+            .field(&self.connections())
+            .finish()
+    }
+}
+
+/// One connection counted at its worker until dropped.
+pub struct Active {
+    shared: Arc<Shared>,
+    index: usize,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.shared.active[self.index]
+            .0
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -111,5 +232,27 @@ fn new_socket(addr: SocketAddr) -> std::io::Result<TcpSocket> {
         TcpSocket::new_v4()
     } else {
         TcpSocket::new_v6()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busier_worker_hands_new_connections_to_the_least_busy_one() {
+        let workers = Workers::start(3).unwrap();
+        // Nine connections accepted on worker 0's socket: it keeps one while it is within
+        // one of the least busy worker, else the least busy gets it.
+        let placed: Vec<(usize, Active)> = (0..9).map(|_| workers.spread(0).place()).collect();
+        assert_eq!(workers.connections(), [4, 3, 2]);
+        // Worker 1 is within one of the least busy (2): it keeps what it accepts.
+        let (w, kept) = workers.spread(1).place();
+        assert_eq!((w, workers.connections()), (1, vec![4, 4, 2]));
+        // Worker 0 is two ahead of worker 2: worker 2 gets it.
+        let (w, handed) = workers.spread(0).place();
+        assert_eq!((w, workers.connections()), (2, vec![4, 4, 3]));
+        drop((placed, kept, handed));
+        assert_eq!(workers.connections(), [0, 0, 0]);
     }
 }

@@ -191,3 +191,47 @@ async fn the_block_list_and_limit_refusals_show_in_status_and_metrics() {
         "{page}"
     );
 }
+
+#[tokio::test]
+async fn new_connections_are_spread_evenly_over_the_workers() {
+    let web = Backend::echo("web").await.unwrap();
+    let config = format!(
+        "{}{}[admin]\nlisten = \"127.0.0.1:0\"\nallow = [\"127.0.0.1/32\"]\n",
+        server_section("workers = 4"),
+        route("/", &web.url()),
+    );
+    let gw = start_gateway(&config).await;
+    let admin = gw.admin_addr().expect("admin listener");
+    // 64 keep-alive connections, each answered once and then held open. The kernel hashes
+    // them over the four sockets unevenly; the workers even it out.
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: front.test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = [0u8; 12];
+        stream.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"HTTP/1.1 200");
+        held.push(stream);
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&client::get(admin, "/status.json").await.body).unwrap();
+    let per_worker: Vec<u64> = json["workers"]
+        .as_array()
+        .expect("connections per worker")
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .collect();
+    assert_eq!(per_worker.len(), 4);
+    // The admin request's own connection is served on the main runtime, not a worker.
+    assert_eq!(per_worker.iter().sum::<u64>(), 64, "{per_worker:?}");
+    let (min, max) = (
+        per_worker.iter().min().unwrap(),
+        per_worker.iter().max().unwrap(),
+    );
+    assert!(max - min <= 2, "connections per worker: {per_worker:?}");
+    drop(held);
+}
