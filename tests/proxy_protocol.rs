@@ -122,6 +122,11 @@ async fn send(gw: SocketAddr, from: &str, header: &[u8], path: &str) -> Answer {
     read_answer(&mut stream, Duration::from_secs(10)).await
 }
 
+/// [`send`] from the trusted balancer, with a v2 header naming `client` (port 51000).
+async fn send_for(gw: SocketAddr, client_ip: &str, path: &str) -> Answer {
+    send(gw, BALANCER, &v2(client(client_ip), gw), path).await
+}
+
 fn echo_field(answer: &Answer, key: &str) -> Option<String> {
     let prefix = format!("{key}: ");
     answer
@@ -161,13 +166,7 @@ async fn the_v2_client_is_the_client_for_acl_evasive_access_log_and_backend() {
     let addr = gw.addr();
 
     // The backend sees the client in X-Forwarded-For; the access log names it.
-    let answer = send(
-        addr,
-        BALANCER,
-        &v2(client("203.0.113.7"), addr),
-        "/index.html",
-    )
-    .await;
+    let answer = send_for(addr, "203.0.113.7", "/index.html").await;
     assert_eq!(answer.status(), 200, "{answer:?}");
     assert_eq!(
         echo_field(&answer, "x-forwarded-for").as_deref(),
@@ -175,27 +174,15 @@ async fn the_v2_client_is_the_client_for_acl_evasive_access_log_and_backend() {
     );
 
     // The ACL refuses by the header's address, not the balancer's.
-    let answer = send(addr, BALANCER, &v2(client("198.51.100.66"), addr), "/").await;
+    let answer = send_for(addr, "198.51.100.66", "/").await;
     assert_eq!(answer.status(), 403, "{answer:?}");
-    let answer = send(addr, BALANCER, &v2(client("198.51.100.67"), addr), "/").await;
+    let answer = send_for(addr, "198.51.100.67", "/").await;
     assert_eq!(answer.status(), 200, "{answer:?}");
 
     // The flood blocker counts 203.0.113.7 (its second and third request for one URI)...
-    let answer = send(
-        addr,
-        BALANCER,
-        &v2(client("203.0.113.7"), addr),
-        "/index.html",
-    )
-    .await;
+    let answer = send_for(addr, "203.0.113.7", "/index.html").await;
     assert_eq!(answer.status(), 200, "{answer:?}");
-    let answer = send(
-        addr,
-        BALANCER,
-        &v2(client("203.0.113.7"), addr),
-        "/index.html",
-    )
-    .await;
+    let answer = send_for(addr, "203.0.113.7", "/index.html").await;
     assert_eq!(answer.status(), 403, "blocked: {answer:?}");
     // ... while the balancer's own address (a LOCAL header keeps the socket peer) and
     // other clients behind it are served.
@@ -207,13 +194,7 @@ async fn the_v2_client_is_the_client_for_acl_evasive_access_log_and_backend() {
             Some("127.0.0.1")
         );
     }
-    let answer = send(
-        addr,
-        BALANCER,
-        &v2(client("203.0.113.8"), addr),
-        "/index.html",
-    )
-    .await;
+    let answer = send_for(addr, "203.0.113.8", "/index.html").await;
     assert_eq!(answer.status(), 200, "{answer:?}");
     let blocked: Vec<String> = gw
         .status()
@@ -348,13 +329,7 @@ async fn a_header_from_an_untrusted_source_is_refused() {
     let s = stats(&gw);
     assert_eq!((s.untrusted, s.proxied), (2, 0), "{s:?}");
     // The balancer is still served.
-    let answer = send(
-        gw.addr(),
-        BALANCER,
-        &v2(client("203.0.113.7"), gw.addr()),
-        "/",
-    )
-    .await;
+    let answer = send_for(gw.addr(), "203.0.113.7", "/").await;
     assert_eq!(answer.status(), 200);
 }
 
@@ -495,13 +470,7 @@ where
 #[tokio::test]
 async fn counts_show_on_the_status_json_and_metrics() {
     let (gw, _web) = gateway("[admin]\nlisten = \"127.0.0.1:0\"\n").await;
-    send(
-        gw.addr(),
-        BALANCER,
-        &v2(client("203.0.113.7"), gw.addr()),
-        "/",
-    )
-    .await;
+    send_for(gw.addr(), "203.0.113.7", "/").await;
     send(gw.addr(), OUTSIDER, b"", "/").await;
     let json = gw.status().to_json();
     let pp = &json["proxy_protocol"][0];

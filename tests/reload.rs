@@ -121,17 +121,7 @@ async fn towergate_reload_signals_the_running_binary_through_its_pid_file() {
         .unwrap()
         .replace(&one.url(), &two.url());
     std::fs::write(gw.config.path(), text).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_towergate"))
-        .arg("reload")
-        .arg("-c")
-        .arg(gw.config.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    towergate_ok("reload", gw.config.path());
     let started = std::time::Instant::now();
     loop {
         if client::get(gw.addr, "/").await.header("x-backend") == Some("two") {

@@ -7,7 +7,6 @@ mod common;
 
 use std::io::Write as _;
 use std::path::Path;
-use std::process::Command;
 
 use bytes::Bytes;
 use common::*;
@@ -192,11 +191,7 @@ fn check_names_a_bad_rules_file_and_modsecuritys_message() {
         dir.path().join("*.conf").display()
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_towergate"))
-        .args(["check", "-c"])
-        .arg(config.path())
-        .output()
-        .unwrap();
+    let out = towergate_command(["check".as_ref(), "-c".as_ref(), config.path().as_os_str()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{stderr}");
     let expected = format!(
@@ -214,16 +209,7 @@ fn check_names_a_bad_rules_file_and_modsecuritys_message() {
         "SecRule REQUEST_URI \"@contains /x\" \"id:1,phase:1,deny\"\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_towergate"))
-        .args(["check", "-c"])
-        .arg(config.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    towergate_ok("check", config.path());
 }
 
 #[tokio::test]

@@ -8,6 +8,26 @@ pub use towergate::RunningGateway;
 #[allow(unused_imports)]
 pub use towergate_testkit::{Backend, Client};
 
+/// Runs the `towergate` binary with `args` (a subcommand and its options) and waits for it.
+pub fn towergate_command<S: AsRef<std::ffi::OsStr>>(
+    args: impl IntoIterator<Item = S>,
+) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_towergate"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `towergate SUBCOMMAND -c CONFIG`, asserting it succeeded (its stderr otherwise).
+pub fn towergate_ok(subcommand: &str, config: &Path) {
+    let out = towergate_command([subcommand.as_ref(), "-c".as_ref(), config.as_os_str()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Starts the gateway on `config` (TOML text). `listen` is set to 127.0.0.1:0 when the
 /// text has no `[server]` section of its own; use [`server_section`] to write one.
 pub async fn start_gateway(toml: &str) -> RunningGateway {
