@@ -721,7 +721,7 @@ impl PoolInner {
 /// Response bodies report to their member: a body the member cut short puts it in error
 /// (as a connect error does), and a request counts as in flight until its body is over.
 impl BodyObserver for PoolInner {
-    fn body_failed(&self, member: usize, error: &hyper::Error) {
+    fn body_failed(&self, member: usize, error: &towergate_proxy::BodyError) {
         self.mark_error(member, format!("response body cut short: {error}"));
     }
 

@@ -9,75 +9,56 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
-use crate::pool::Lease;
+use crate::client::ConnBody;
 use crate::watch::{BodyWatch, WatchBody};
 
-pin_project! {
-    /// An upstream's answer body, streamed. Its connection goes back to the pool once the
-    /// body has been read to the end; dropped before that, the connection is closed, since
-    /// the rest of the answer would still be on it.
-    #[derive(Debug)]
-    pub struct UpstreamBody {
-        #[pin]
-        body: Incoming,
-        lease: Option<Lease>,
-    }
+/// Why an upstream's answer body ended before its framing said it was complete: the
+/// connection broke or closed, or the chunked framing was invalid.
+pub type BodyError = std::io::Error;
 
-    impl PinnedDrop for UpstreamBody {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            if let Some(lease) = this.lease.take() {
-                if this.body.is_end_stream() {
-                    lease.finish();
-                }
-            }
-        }
-    }
+/// An upstream's answer body, streamed straight from its connection. The connection goes
+/// back to the pool as soon as the body's framing says it is complete; a body dropped
+/// before that closes the connection, since the rest of the answer would still be on it.
+#[derive(Debug)]
+pub struct UpstreamBody {
+    inner: Option<ConnBody>,
 }
 
 impl UpstreamBody {
-    pub(crate) fn leased(body: Incoming, lease: Lease) -> Self {
-        Self {
-            body,
-            lease: Some(lease),
-        }
+    pub(crate) fn new(inner: ConnBody) -> Self {
+        Self { inner: Some(inner) }
     }
-}
 
-impl From<Incoming> for UpstreamBody {
-    /// A body with no pooled connection behind it.
-    fn from(body: Incoming) -> Self {
-        Self { body, lease: None }
+    /// An answer without a body (a relayed `101 Switching Protocols`).
+    pub(crate) fn empty() -> Self {
+        Self { inner: None }
     }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.project();
-        let poll = this.body.poll_frame(cx);
-        if let Poll::Ready(None) = poll {
-            if let Some(lease) = this.lease.take() {
-                lease.finish();
-            }
+        match &mut self.get_mut().inner {
+            Some(inner) => inner.poll_frame(cx),
+            None => Poll::Ready(None),
         }
-        poll
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.inner.as_ref().is_none_or(ConnBody::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), ConnBody::size_hint)
     }
 }
 
@@ -163,12 +144,6 @@ impl From<String> for ProxyBody {
     }
 }
 
-impl From<Incoming> for ProxyBody {
-    fn from(body: Incoming) -> Self {
-        Self::upstream(body)
-    }
-}
-
 impl From<UpstreamBody> for ProxyBody {
     fn from(body: UpstreamBody) -> Self {
         Self::upstream(body)
@@ -177,7 +152,7 @@ impl From<UpstreamBody> for ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -225,11 +200,11 @@ mod tests {
     use super::*;
     use crate::watch::tests::Recorder;
     use http_body_util::{BodyExt, Empty};
-    use hyper_util::rt::TokioIo;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// The body of an upstream's `answer` (raw bytes), after which it closes.
-    async fn upstream_body(answer: &'static [u8]) -> Incoming {
+    async fn upstream_body(answer: &'static [u8]) -> UpstreamBody {
+        use tower_service::Service;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -238,16 +213,16 @@ mod tests {
             let _ = stream.read(&mut head).await;
             stream.write_all(answer).await.unwrap();
         });
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let req = http::Request::get("/")
+        let mut req = http::Request::get("/")
             .header("host", "upstream")
             .body(Empty::<Bytes>::new())
             .unwrap();
-        sender.send_request(req).await.unwrap().into_body()
+        req.extensions_mut().insert(crate::Target {
+            route: Arc::new(crate::RouteInfo::new("root", "/")),
+            upstream: Arc::new(crate::Upstream::parse(&format!("http://{addr}")).unwrap()),
+        });
+        let mut forward = crate::Forward::new(crate::ForwardConfig::default());
+        forward.call(req).await.unwrap().into_body()
     }
 
     async fn watched(answer: &'static [u8]) -> (bool, Vec<String>) {

@@ -2,6 +2,7 @@
 //! pooled keep-alive client, and streams both bodies.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -95,8 +96,9 @@ impl Default for ForwardConfig {
 /// SNI from the upstream's host; HTTP/1.1 `Upgrade` requests (WebSocket) are tunnelled
 /// when the upstream switches protocols (see [`Tunnel`](crate::Tunnel)).
 pub struct Forward<B: Send> {
-    pools: Arc<Pools<B>>,
+    pools: Arc<Pools>,
     config: Arc<ForwardConfig>,
+    _body: PhantomData<fn(B)>,
 }
 
 impl<B: Send> Clone for Forward<B> {
@@ -104,6 +106,7 @@ impl<B: Send> Clone for Forward<B> {
         Self {
             pools: self.pools.clone(),
             config: self.config.clone(),
+            _body: PhantomData,
         }
     }
 }
@@ -138,6 +141,7 @@ where
         Self {
             pools: Arc::new(pools),
             config: Arc::new(config),
+            _body: PhantomData,
         }
     }
 
@@ -237,9 +241,9 @@ impl std::fmt::Debug for ForwardFuture {
 }
 
 /// A request on its way: what the answer's headers are rewritten with.
-struct Sent<B: Send> {
+struct Sent {
     extensions: http::Extensions,
-    pools: Arc<Pools<B>>,
+    pools: Arc<Pools>,
     response_timeout: Duration,
     target: Target,
     front_host: Option<HeaderValue>,
@@ -247,12 +251,12 @@ struct Sent<B: Send> {
     upgrade: Option<PendingUpgrade>,
 }
 
-impl<B> Sent<B>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static + Unpin,
-    B::Error: Into<BoxError>,
-{
-    async fn answer(self, req: Request<B>) -> Result<Response<UpstreamBody>, ForwardError> {
+impl Sent {
+    async fn answer<B>(self, req: Request<B>) -> Result<Response<UpstreamBody>, ForwardError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static + Unpin,
+        B::Error: Into<BoxError>,
+    {
         let Self {
             extensions,
             pools,
@@ -266,6 +270,14 @@ where
         match tokio::time::timeout(response_timeout, sent).await {
             Ok(Ok(mut res)) => {
                 let switched = upgrade.and_then(|u| u.switch(&mut res, &target));
+                if switched.is_none() && res.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                    tracing::warn!(target: "towergate_proxy", route = %target.route.name, upstream = %target.upstream, "upstream switched protocols unasked");
+                    let err = ForwardError::new(
+                        ForwardErrorKind::Upstream,
+                        Some("the upstream switched protocols unasked".into()),
+                    );
+                    return Err(err.with_extensions(extensions));
+                }
                 remove_hop_by_hop(res.headers_mut());
                 if let Some(protocol) = switched {
                     restore_response_headers(res.headers_mut(), protocol);
@@ -276,13 +288,9 @@ where
             Ok(Err(e)) => {
                 let err = match e {
                     SendError::Connect(e) => ForwardError::new(ForwardErrorKind::Connect, Some(e)),
-                    SendError::Upstream(e) => {
-                        let kind = if request_body_failed(&e) {
-                            ForwardErrorKind::RequestBody
-                        } else {
-                            ForwardErrorKind::Upstream
-                        };
-                        ForwardError::new(kind, Some(e.into()))
+                    SendError::Upstream(e) => ForwardError::new(ForwardErrorKind::Upstream, Some(e)),
+                    SendError::RequestBody(e) => {
+                        ForwardError::new(ForwardErrorKind::RequestBody, Some(e))
                     }
                 };
                 tracing::warn!(target: "towergate_proxy", route = %target.route.name, upstream = %target.upstream, error = %err, "forwarding failed");
@@ -294,11 +302,6 @@ where
             }
         }
     }
-}
-
-/// True when the client's body stream failed, rather than the upstream connection.
-fn request_body_failed(e: &hyper::Error) -> bool {
-    e.is_user() && std::error::Error::source(e).is_some()
 }
 
 /// ProxyPassReverse: only does work when the answer carries a header to rewrite.

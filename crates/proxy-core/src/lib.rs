@@ -38,6 +38,7 @@
 
 mod body;
 mod canonical;
+mod client;
 mod error;
 mod forward;
 pub mod headers;
@@ -49,7 +50,7 @@ mod upstream;
 mod upstream_tls;
 mod watch;
 
-pub use body::{ProxyBody, UpstreamBody};
+pub use body::{BodyError, ProxyBody, UpstreamBody};
 pub use canonical::{CanonicalRequest, CanonicalRequestLayer, Refusal};
 pub use error::{ForwardError, ForwardErrorKind, status_response};
 pub use forward::{Forward, ForwardConfig, ForwardFuture, FrontTls, Target};

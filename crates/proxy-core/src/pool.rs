@@ -1,12 +1,10 @@
-//! Keep-alive connections to upstreams, kept on hyper's own HTTP/1 client connections.
+//! Keep-alive connections to upstreams ([`client::Conn`]), by upstream.
 //!
-//! Why not hyper-util's pooled client: per request it hashes its pool key twice (SipHash),
-//! boxes its future, and spawns a task to put the connection back once it is idle; and a
-//! request whose pooled connection turned out to be closed can only be sent again if the
-//! caller kept a copy. Here a connection is found by the slot its upstream was given when
-//! the URL was parsed ([`Upstream::pool_slot`]), is lent for exactly one request, and comes
-//! back when that answer's body is over: the body carries the [`Lease`]. A request a
-//! connection never wrote goes on to the next connection as it is.
+//! A connection is found by the slot its upstream was given when the URL was parsed
+//! ([`Upstream::pool_slot`], no key hashing), is lent for exactly one request, and comes
+//! back when that answer's body is over: the body carries the [`Lease`]. An idle
+//! connection the upstream closed is noticed when it is taken (or swept), without a
+//! task watching it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -14,45 +12,43 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use hyper::client::conn::http1::{self, SendRequest};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
 use tower_service::Service;
 
 use crate::Upstream;
 use crate::body::UpstreamBody;
+use crate::client::{self, Conn, ConnBody, ExchangeError, UpstreamUpgrade};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a request could not be sent.
 #[derive(Debug)]
 pub(crate) enum SendError {
-    /// No connection could be made (or it closed before taking the request): nothing was
-    /// sent.
+    /// No connection could be made: nothing was sent.
     Connect(BoxError),
-    /// The connection failed once the request was (perhaps partly) written.
-    Upstream(hyper::Error),
+    /// The connection failed once the request was (perhaps partly) written, or the answer
+    /// was not valid HTTP.
+    Upstream(BoxError),
+    /// The client's request body failed.
+    RequestBody(BoxError),
 }
 
 /// The connections of one forwarder: one [`Shelf`] for all threads, or one per thread.
-pub(crate) struct Pools<B: Send> {
+pub(crate) struct Pools {
     connector: HttpsConnector<HttpConnector>,
-    handshake: http1::Builder,
     max_idle: usize,
     sweep_every: Duration,
-    shelves: Shelves<B>,
+    shelves: Shelves,
 }
 
-enum Shelves<B: Send> {
-    Shared(Arc<Shelf<B>>),
-    PerThread(Box<thread_local::ThreadLocal<Arc<Shelf<B>>>>),
+enum Shelves {
+    Shared(Arc<Shelf>),
+    PerThread(Box<thread_local::ThreadLocal<Arc<Shelf>>>),
 }
 
-impl<B> Pools<B>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static + Unpin,
-    B::Error: Into<BoxError>,
-{
+impl Pools {
     /// `idle_timeout`: an idle connection is closed after between one and one and a half
     /// times this. `max_idle`: idle connections kept per upstream (per thread when
     /// `per_thread`).
@@ -69,7 +65,6 @@ where
         };
         Self {
             connector,
-            handshake: http1::Builder::new(),
             max_idle,
             sweep_every: (idle_timeout / 2).max(Duration::from_millis(10)),
             shelves,
@@ -78,7 +73,7 @@ where
 
     /// This thread's shelf (the shared one unless per thread). A new shelf gets a sweeper
     /// on the runtime it is first used on.
-    fn shelf(&self) -> &Arc<Shelf<B>> {
+    fn shelf(&self) -> &Arc<Shelf> {
         match &self.shelves {
             Shelves::Shared(shelf) => {
                 shelf.start_sweeping(self.sweep_every);
@@ -92,169 +87,141 @@ where
         }
     }
 
-    /// Sends `req` to `upstream` over an idle connection, or a new one when none takes it.
-    pub(crate) async fn send(
+    /// Sends `req` to `upstream` over an idle connection, or a new one when none is left.
+    ///
+    /// A reused connection the upstream closed just as the request went out (nothing came
+    /// back) gets the request again over a new connection, when the request is
+    /// idempotent and has no body; if that fails the same way, the error says nothing was
+    /// sent ([`SendError::Connect`]), so a balancer can try another member.
+    pub(crate) async fn send<B>(
         &self,
         upstream: &Upstream,
-        mut req: Request<B>,
-    ) -> Result<Response<UpstreamBody>, SendError> {
+        req: Request<B>,
+    ) -> Result<Response<UpstreamBody>, SendError>
+    where
+        B: http_body::Body<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
         let shelf = self.shelf();
         let slot = upstream.pool_slot();
-        let mut stale = 0;
-        while let Some(mut sender) = shelf.checkout(slot) {
-            match sender.try_send_request(req).await {
-                Ok(res) => {
-                    let lease = shelf.lend(slot, sender, self.max_idle);
-                    return Ok(res.map(|body| UpstreamBody::leased(body, lease)));
+        let (parts, body) = req.into_parts();
+        let (mut conn, reused) = match shelf.checkout(slot) {
+            Some(conn) => (conn, true),
+            None => (self.connect(upstream).await?, false),
+        };
+        let framing = conn.encode_request(&parts, &body);
+        let resendable = matches!(framing, client::RequestFraming::Empty) && parts.method.is_idempotent();
+        let method = parts.method;
+        drop(parts.headers);
+        let result = client::exchange(&mut conn, Some(body), framing, &method).await;
+        let result = match result {
+            Err(ExchangeError::Closed(e)) if reused && resendable => {
+                tracing::debug!(target: "towergate_proxy", upstream = %upstream, error = %e, "kept-alive connection closed under the request; sending it again");
+                let head = conn.take_request();
+                conn = self.connect(upstream).await?;
+                conn.set_request(head);
+                match client::exchange::<B>(&mut conn, None, framing, &method).await {
+                    // A new connection closed too, without a byte of an answer, for a
+                    // request that cannot have changed anything: the upstream is going
+                    // away (it accepted, but will not serve); as good as refused.
+                    Err(ExchangeError::Closed(e)) => return Err(SendError::Connect(e.into())),
+                    other => other,
                 }
-                Err(mut e) => match e.take_message() {
-                    // Never written (closed meanwhile, or not idle after all): the next.
-                    Some(unsent) => {
-                        req = unsent;
-                        stale += 1;
-                        if stale > 2 {
-                            break;
-                        }
-                        shelf.put_back(slot, sender, self.max_idle, false);
-                    }
-                    None => return Err(SendError::Upstream(e.into_error())),
-                },
             }
+            other => other,
+        };
+        let (head, written) = match result {
+            Ok(answer) => answer,
+            Err(ExchangeError::Closed(e)) => return Err(SendError::Upstream(e.into())),
+            Err(ExchangeError::Upstream(e)) => return Err(SendError::Upstream(e)),
+            Err(ExchangeError::RequestBody(e)) => return Err(SendError::RequestBody(e)),
+        };
+        let mut res = Response::new(());
+        *res.status_mut() = head.status;
+        *res.version_mut() = head.version;
+        *res.headers_mut() = head.headers;
+        if let Some(reason) = head.reason.and_then(|r| hyper::ext::ReasonPhrase::try_from(r).ok()) {
+            res.extensions_mut().insert(reason);
         }
-        let mut sender = self.connect(upstream).await?;
-        match sender.try_send_request(req).await {
-            Ok(res) => {
-                let lease = shelf.lend(slot, sender, self.max_idle);
-                Ok(res.map(|body| UpstreamBody::leased(body, lease)))
-            }
-            Err(mut e) => Err(match e.take_message() {
-                Some(_) => SendError::Connect(e.into_error().into()),
-                None => SendError::Upstream(e.into_error()),
-            }),
-        }
+        let body = if matches!(head.framing, client::BodyFraming::Upgrade) {
+            res.extensions_mut().insert(UpstreamUpgrade::new(conn));
+            UpstreamBody::empty()
+        } else {
+            let lease = Lease {
+                shelf: shelf.clone(),
+                slot: slot as u32,
+                max_idle: self.max_idle as u32,
+            };
+            UpstreamBody::new(ConnBody::new(conn, head.framing, Some(lease), head.keep_alive && written))
+        };
+        Ok(res.map(|()| body))
     }
 
-    /// A new connection, its HTTP/1 task spawned on this runtime.
-    async fn connect(&self, upstream: &Upstream) -> Result<SendRequest<B>, SendError> {
+    /// A new connection.
+    async fn connect(&self, upstream: &Upstream) -> Result<Box<Conn>, SendError> {
         let mut connector = self.connector.clone();
         let io = connector
             .call(upstream.connect_uri().clone())
             .await
             .map_err(SendError::Connect)?;
-        let (sender, conn) = self
-            .handshake
-            .handshake(io)
-            .await
-            .map_err(|e| SendError::Connect(e.into()))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(target: "towergate_proxy", error = %e, "upstream connection ended");
-            }
-        });
-        Ok(sender)
+        Ok(Conn::new(TokioIo::new(io)))
     }
 }
 
-/// Idle and lent connections, by upstream slot.
-pub(crate) struct Shelf<B> {
-    inner: Mutex<Shelved<B>>,
+/// Idle connections, by upstream slot.
+pub(crate) struct Shelf {
+    inner: Mutex<Shelved>,
     /// A sweeper runs for this shelf.
     sweeping: AtomicBool,
 }
 
 /// What a [`Shelf`] guards.
-struct Shelved<B> {
+struct Shelved {
     /// Idle connections by upstream slot; the last one in is the first out.
-    idle: Vec<Vec<Idle<B>>>,
-    /// Connections lent for one request; `None` where free.
-    lent: Vec<Option<SendRequest<B>>>,
-    free: Vec<u32>,
+    idle: Vec<Vec<Idle>>,
     /// Sweeps done so far: an idle connection notes the sweep it came back after.
     sweeps: u32,
 }
 
-struct Idle<B> {
-    sender: SendRequest<B>,
+struct Idle {
+    conn: Box<Conn>,
     since_sweep: u32,
 }
 
-impl<B: Send + 'static> Shelf<B> {
+impl Shelf {
     fn new() -> Self {
         Self {
             inner: Mutex::new(Shelved {
                 idle: Vec::new(),
-                lent: Vec::new(),
-                free: Vec::new(),
                 sweeps: 0,
             }),
             sweeping: AtomicBool::new(false),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Shelved<B>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shelved> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The most recently used idle connection to `slot` that is still open.
-    fn checkout(&self, slot: usize) -> Option<SendRequest<B>> {
+    fn checkout(&self, slot: usize) -> Option<Box<Conn>> {
         let mut inner = self.lock();
         let idle = inner.idle.get_mut(slot)?;
-        while let Some(entry) = idle.pop() {
-            if !entry.sender.is_closed() {
-                return Some(entry.sender);
+        while let Some(mut entry) = idle.pop() {
+            if entry.conn.is_usable() {
+                return Some(entry.conn);
             }
         }
         None
     }
 
-    /// Keeps `sender` while it serves one request.
-    fn lend(self: &Arc<Self>, slot: usize, sender: SendRequest<B>, max_idle: usize) -> Lease {
-        let mut inner = self.lock();
-        let index = match inner.free.pop() {
-            Some(index) => {
-                inner.lent[index as usize] = Some(sender);
-                index
-            }
-            None => {
-                inner.lent.push(Some(sender));
-                (inner.lent.len() - 1) as u32
-            }
-        };
-        drop(inner);
-        Lease {
-            shelf: Some(self.clone()),
-            slot: slot as u32,
-            index,
-            max_idle: max_idle as u32,
-        }
-    }
-
-    fn take_lent(&self, index: u32) -> Option<SendRequest<B>> {
-        let mut inner = self.lock();
-        let sender = inner.lent.get_mut(index as usize)?.take();
-        inner.free.push(index);
-        sender
-    }
-
-    /// Back among the idle connections: on top, or at the bottom for one that was not
-    /// ready to take a request.
-    fn put_back(&self, slot: usize, sender: SendRequest<B>, max_idle: usize, on_top: bool) {
-        if sender.is_closed() {
-            return;
-        }
+    /// Back among the idle connections, on top.
+    fn put_back(&self, slot: usize, conn: Box<Conn>, max_idle: usize) {
         let mut inner = self.lock();
         let since_sweep = inner.sweeps;
         let idle = inner.idle_mut(slot);
         if idle.len() < max_idle {
-            let entry = Idle {
-                sender,
-                since_sweep,
-            };
-            if on_top {
-                idle.push(entry);
-            } else {
-                idle.insert(0, entry);
-            }
+            idle.push(Idle { conn, since_sweep });
         }
     }
 
@@ -271,19 +238,19 @@ impl<B: Send + 'static> Shelf<B> {
         }
     }
 
-    /// Closes connections idle for two sweeps or more, and drops closed ones.
+    /// Closes connections idle for two sweeps or more, and those the upstream closed.
     fn sweep(&self) {
         let mut inner = self.lock();
         inner.sweeps = inner.sweeps.wrapping_add(1);
         let now = inner.sweeps;
         for idle in &mut inner.idle {
-            idle.retain(|e| now.wrapping_sub(e.since_sweep) < 3 && !e.sender.is_closed());
+            idle.retain_mut(|e| now.wrapping_sub(e.since_sweep) < 3 && e.conn.is_usable());
         }
     }
 }
 
-impl<B> Shelved<B> {
-    fn idle_mut(&mut self, slot: usize) -> &mut Vec<Idle<B>> {
+impl Shelved {
+    fn idle_mut(&mut self, slot: usize) -> &mut Vec<Idle> {
         if self.idle.len() <= slot {
             self.idle.resize_with(slot + 1, Vec::new);
         }
@@ -291,7 +258,7 @@ impl<B> Shelved<B> {
     }
 }
 
-async fn sweep<B: Send + 'static>(shelf: Weak<Shelf<B>>, every: Duration) {
+async fn sweep(shelf: Weak<Shelf>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -304,45 +271,18 @@ async fn sweep<B: Send + 'static>(shelf: Weak<Shelf<B>>, every: Duration) {
     }
 }
 
-/// Gives a lent connection back, whatever its body type.
-trait GiveBack: Send + Sync {
-    fn give_back(&self, slot: u32, index: u32, max_idle: u32, reusable: bool);
-}
-
-impl<B: Send + 'static> GiveBack for Shelf<B> {
-    fn give_back(&self, slot: u32, index: u32, max_idle: u32, reusable: bool) {
-        let Some(sender) = self.take_lent(index) else {
-            return;
-        };
-        if reusable {
-            self.put_back(slot as usize, sender, max_idle as usize, true);
-        }
-    }
-}
-
-/// A connection lent for one request. Given back as idle when its answer's body was
-/// read to the end ([`Lease::finish`]); closed when dropped before.
+/// Where a lent connection goes back to once its answer is over.
 pub(crate) struct Lease {
-    shelf: Option<Arc<dyn GiveBack>>,
+    shelf: Arc<Shelf>,
     slot: u32,
-    index: u32,
     max_idle: u32,
 }
 
 impl Lease {
-    /// The answer is over: the connection can take the next request.
-    pub(crate) fn finish(mut self) {
-        if let Some(shelf) = self.shelf.take() {
-            shelf.give_back(self.slot, self.index, self.max_idle, true);
-        }
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if let Some(shelf) = self.shelf.take() {
-            shelf.give_back(self.slot, self.index, self.max_idle, false);
-        }
+    /// The answer is over and `conn` can take the next request.
+    pub(crate) fn give_back(self, conn: Box<Conn>) {
+        self.shelf
+            .put_back(self.slot as usize, conn, self.max_idle as usize);
     }
 }
 

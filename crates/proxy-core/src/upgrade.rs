@@ -26,6 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use crate::Target;
+use crate::client::{Upgraded, UpstreamUpgrade};
 
 static UPGRADE_VALUE: HeaderValue = HeaderValue::from_static("upgrade");
 
@@ -82,7 +83,7 @@ impl PendingUpgrade {
             .get(header::UPGRADE)
             .cloned()
             .unwrap_or(self.protocol);
-        let upstream = hyper::upgrade::on(&mut *res);
+        let upstream = res.extensions_mut().remove::<UpstreamUpgrade>()?.take()?;
         let tunnel = Tunnel::default();
         res.extensions_mut().insert(tunnel.clone());
         tracing::debug!(target: "towergate_proxy", route = %target.route.name, upstream = %target.upstream, protocol = ?protocol, "switching protocols");
@@ -168,13 +169,13 @@ impl std::fmt::Debug for Tunnel {
 
 async fn run(
     client: OnUpgrade,
-    upstream: OnUpgrade,
+    upstream: Upgraded,
     idle_timeout: Duration,
     tunnel: Tunnel,
     target: Target,
 ) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(both) => both,
+    let client = match client.await {
+        Ok(client) => client,
         Err(e) => {
             tracing::debug!(target: "towergate_proxy", route = %target.route.name, upstream = %target.upstream, error = %e, "upgrade did not complete");
             tunnel.close();
@@ -189,7 +190,7 @@ async fn run(
         last: &last,
     };
     let mut upstream = Watched {
-        io: TokioIo::new(upstream),
+        io: upstream,
         start,
         last: &last,
     };

@@ -15,7 +15,7 @@ pub trait BodyObserver: Send + Sync + 'static {
     /// The upstream cut the body short: its connection broke or closed before the body's
     /// framing (`Content-Length`, the last chunk) said it was complete. Called at most
     /// once per watch, before [`body_over`](Self::body_over).
-    fn body_failed(&self, token: usize, error: &hyper::Error);
+    fn body_failed(&self, token: usize, error: &crate::BodyError);
 
     /// The body is over: complete, failed, or dropped (the client went away, or nothing
     /// read it). Called exactly once per watch.
@@ -37,7 +37,7 @@ impl BodyWatch {
     }
 
     /// The body failed with `error`; the watch ends here.
-    pub(crate) fn failed(self, error: &hyper::Error) {
+    pub(crate) fn failed(self, error: &crate::BodyError) {
         self.observer.body_failed(self.token, error);
     }
 }
@@ -74,7 +74,7 @@ pub(crate) mod tests {
     pub(crate) struct Recorder(pub(crate) Mutex<Vec<String>>);
 
     impl BodyObserver for Recorder {
-        fn body_failed(&self, token: usize, _error: &hyper::Error) {
+        fn body_failed(&self, token: usize, _error: &crate::BodyError) {
             self.0.lock().unwrap().push(format!("failed {token}"));
         }
 
