@@ -288,7 +288,9 @@ impl Sent {
             Ok(Err(e)) => {
                 let err = match e {
                     SendError::Connect(e) => ForwardError::new(ForwardErrorKind::Connect, Some(e)),
-                    SendError::Upstream(e) => ForwardError::new(ForwardErrorKind::Upstream, Some(e)),
+                    SendError::Upstream(e) => {
+                        ForwardError::new(ForwardErrorKind::Upstream, Some(e))
+                    }
                     SendError::RequestBody(e) => {
                         ForwardError::new(ForwardErrorKind::RequestBody, Some(e))
                     }

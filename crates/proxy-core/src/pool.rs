@@ -110,7 +110,8 @@ impl Pools {
             None => (self.connect(upstream).await?, false),
         };
         let framing = conn.encode_request(&parts, &body);
-        let resendable = matches!(framing, client::RequestFraming::Empty) && parts.method.is_idempotent();
+        let resendable =
+            matches!(framing, client::RequestFraming::Empty) && parts.method.is_idempotent();
         let method = parts.method;
         drop(parts.headers);
         let result = client::exchange(&mut conn, Some(body), framing, &method).await;
@@ -140,7 +141,10 @@ impl Pools {
         *res.status_mut() = head.status;
         *res.version_mut() = head.version;
         *res.headers_mut() = head.headers;
-        if let Some(reason) = head.reason.and_then(|r| hyper::ext::ReasonPhrase::try_from(r).ok()) {
+        if let Some(reason) = head
+            .reason
+            .and_then(|r| hyper::ext::ReasonPhrase::try_from(r).ok())
+        {
             res.extensions_mut().insert(reason);
         }
         let body = if matches!(head.framing, client::BodyFraming::Upgrade) {
@@ -152,7 +156,12 @@ impl Pools {
                 slot: slot as u32,
                 max_idle: self.max_idle as u32,
             };
-            UpstreamBody::new(ConnBody::new(conn, head.framing, Some(lease), head.keep_alive && written))
+            UpstreamBody::new(ConnBody::new(
+                conn,
+                head.framing,
+                Some(lease),
+                head.keep_alive && written,
+            ))
         };
         Ok(res.map(|()| body))
     }

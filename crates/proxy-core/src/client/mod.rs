@@ -96,7 +96,11 @@ impl Conn {
     }
 
     /// Encodes a request's head to be sent ([`encode_head`]).
-    pub(crate) fn encode_request<B: Body>(&mut self, parts: &request::Parts, body: &B) -> RequestFraming {
+    pub(crate) fn encode_request<B: Body>(
+        &mut self,
+        parts: &request::Parts,
+        body: &B,
+    ) -> RequestFraming {
         encode_head(parts, body, &mut self.write_buf)
     }
 
@@ -124,11 +128,7 @@ pub(crate) enum RequestFraming {
 
 /// Encodes the request head into the connection's write buffer and says how the body
 /// goes. `Transfer-Encoding` and other hop-by-hop fields are expected to be gone already.
-fn encode_head<B: Body>(
-    parts: &request::Parts,
-    body: &B,
-    dst: &mut Vec<u8>,
-) -> RequestFraming {
+fn encode_head<B: Body>(parts: &request::Parts, body: &B, dst: &mut Vec<u8>) -> RequestFraming {
     dst.clear();
     dst.extend_from_slice(parts.method.as_str().as_bytes());
     dst.push(b' ');
@@ -141,8 +141,13 @@ fn encode_head<B: Body>(
         dst.extend_from_slice(value.as_bytes());
         dst.extend_from_slice(b"\r\n");
     }
-    let declared = content_length(&parts.headers);
-    let framing = if body.is_end_stream() {
+    let ended = body.is_end_stream();
+    let declared = if ended {
+        None
+    } else {
+        content_length(&parts.headers)
+    };
+    let framing = if ended {
         RequestFraming::Empty
     } else if let Some(Ok(length)) = declared {
         RequestFraming::Length(length)
@@ -178,18 +183,30 @@ fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 /// The `Content-Length` of a message: `None` without one, an error when the values are
 /// not one number (several equal values, as lines or a list, count as one).
 fn content_length(headers: &HeaderMap) -> Option<Result<u64, ()>> {
-    let mut found = None;
+    let mut found: Option<Result<u64, ()>> = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let n = parse_decimal(trim(part)).ok_or(());
-            match (found, n) {
-                (_, Err(())) => return Some(Err(())),
-                (Some(prev), Ok(n)) if prev != n => return Some(Err(())),
-                (_, Ok(n)) => found = Some(n),
-            }
-        }
+        found = Some(match (found, content_length_value(value)) {
+            (Some(Err(())), _) | (_, Err(())) | (None, Ok(None)) => Err(()),
+            (Some(Ok(a)), Ok(Some(b))) if a != b => Err(()),
+            (_, Ok(Some(n))) => Ok(n),
+            (Some(prev), Ok(None)) => prev,
+        });
     }
-    found.map(Ok)
+    found
+}
+
+/// One `Content-Length` field: its number (`None` if empty), or an error when its list
+/// holds differing or invalid values.
+fn content_length_value(value: &HeaderValue) -> Result<Option<u64>, ()> {
+    let mut found = None;
+    for part in value.as_bytes().split(|&b| b == b',') {
+        let n = parse_decimal(trim(part)).ok_or(())?;
+        if found.is_some_and(|prev| prev != n) {
+            return Err(());
+        }
+        found = Some(n);
+    }
+    Ok(found)
 }
 
 fn parse_decimal(digits: &[u8]) -> Option<u64> {
@@ -292,7 +309,7 @@ where
             match parse_head(&mut conn.read_buf, method) {
                 Ok(Some(head)) => return Poll::Ready(Ok((head, writer.done))),
                 Ok(None) => {}
-                Err(e) => return Poll::Ready(Err(ExchangeError::Upstream(e.into()))),
+                Err(e) => return Poll::Ready(Err(ExchangeError::Upstream(e))),
             }
             if conn.read_buf.len() >= MAX_HEAD {
                 return Poll::Ready(Err(ExchangeError::Upstream(
@@ -378,6 +395,15 @@ where
                 self.pos += n;
                 self.unflushed = true;
             }
+            if self.body.is_none() && self.pending.is_empty() && !self.crlf_after_pending {
+                // All written. The buffer is kept whole: a bodyless request may be sent
+                // again from it ([`Conn::take_request`]).
+                if self.unflushed {
+                    ready!(Pin::new(&mut conn.io).poll_flush(cx))?;
+                    self.unflushed = false;
+                }
+                return Poll::Ready(Ok(()));
+            }
             conn.write_buf.clear();
             self.pos = 0;
             while !self.pending.is_empty() {
@@ -392,14 +418,7 @@ where
                 conn.write_buf.extend_from_slice(b"\r\n");
             }
             let Some(body) = self.body.as_mut() else {
-                if !conn.write_buf.is_empty() {
-                    continue;
-                }
-                if self.unflushed {
-                    ready!(Pin::new(&mut conn.io).poll_flush(cx))?;
-                    self.unflushed = false;
-                }
-                return Poll::Ready(Ok(()));
+                continue;
             };
             let frame = match Pin::new(body).poll_frame(cx) {
                 Poll::Pending => {
@@ -516,21 +535,28 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, BoxEr
         if buf.is_empty() {
             return Ok(None);
         }
-        // Offsets of each field's name and value, found while httparse borrows the buffer.
-        let mut fields = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-        let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut res = httparse::Response::new(&mut raw);
-        let (len, code, minor, count, reason) = match res.parse(buf) {
+        // Offsets of each field's name and value, found while httparse borrows the buffer
+        // (a head is at most `MAX_HEAD` bytes, so they fit in 16 bits).
+        let mut fields = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
+        let mut raw =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut res, buf, &mut raw);
+        let (len, code, minor, count, reason) = match parsed {
+            Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
+                return Err("the upstream's answer head is too large".into());
+            }
             Ok(httparse::Status::Complete(len)) => {
                 let base = buf.as_ptr() as usize;
+                let at = |part: &[u8]| (part.as_ptr() as usize - base) as u16;
                 for (slot, field) in fields.iter_mut().zip(res.headers.iter()) {
-                    let name = field.name.as_ptr() as usize - base;
-                    let value = field.value.as_ptr() as usize - base;
+                    let (name, value) = (at(field.name.as_bytes()), at(field.value));
                     *slot = (
-                        name as u32,
-                        (name + field.name.len()) as u32,
-                        value as u32,
-                        (value + field.value.len()) as u32,
+                        name,
+                        name + field.name.len() as u16,
+                        value,
+                        value + field.value.len() as u16,
                     );
                 }
                 let code = res.code.unwrap_or(0);
@@ -540,8 +566,8 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, BoxEr
                     .and_then(|s| s.canonical_reason())
                     .is_some_and(|c| c == reason);
                 let reason = (!canonical && !reason.is_empty()).then(|| {
-                    let at = reason.as_ptr() as usize - base;
-                    (at, at + reason.len())
+                    let start = at(reason.as_bytes()) as usize;
+                    (start, start + reason.len())
                 });
                 (
                     len,
@@ -567,32 +593,24 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, BoxEr
         } else {
             Version::HTTP_10
         };
+        // The fields framing depends on are noted on the way, rather than looked up after.
+        let mut framing_fields = FramingFields::default();
         let mut headers = HeaderMap::with_capacity(count);
-        let mut keep_alive = version == Version::HTTP_11;
-        let mut close = false;
         for &(ns, ne, vs, ve) in &fields[..count] {
             let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])?;
             let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))?;
-            if name == header::CONNECTION {
-                if has_token(&value, b"close") {
-                    close = true;
-                } else if has_token(&value, b"keep-alive") {
-                    keep_alive = true;
-                }
-            }
+            framing_fields.note(&name, &value);
             headers.append(name, value);
         }
-        keep_alive &= !close;
         let reason = reason.map(|(s, e)| head.slice(s..e));
-        let framing = body_framing(status, version, method, &headers)?;
-        if !matches!(
+        let framing = body_framing(status, version, method, &framing_fields)?;
+        let keep_alive = matches!(
             framing,
             BodyFraming::Empty | BodyFraming::Length(_) | BodyFraming::Chunked(_)
-        ) || (headers.contains_key(header::TRANSFER_ENCODING)
-            && headers.contains_key(header::CONTENT_LENGTH))
-        {
-            keep_alive = false;
-        }
+        ) && !(framing_fields.chunked.is_some()
+            && framing_fields.length.is_some())
+            && !framing_fields.close
+            && (version == Version::HTTP_11 || framing_fields.keep_alive);
         return Ok(Some(Head {
             status,
             version,
@@ -604,12 +622,52 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, BoxEr
     }
 }
 
+/// What an answer's head says about its framing and its connection.
+#[derive(Default)]
+struct FramingFields {
+    /// `Transfer-Encoding` was present; true when its last coding is `chunked`.
+    chunked: Option<bool>,
+    /// `Content-Length`, `Err` when its values are not one number.
+    length: Option<Result<u64, ()>>,
+    /// `Connection: close`.
+    close: bool,
+    /// `Connection: keep-alive` (an HTTP/1.0 upstream's way to keep the connection).
+    keep_alive: bool,
+}
+
+impl FramingFields {
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
+        if *name == header::CONTENT_LENGTH {
+            self.length = Some(match (self.length, content_length_value(value)) {
+                (Some(Err(())), _) | (_, Err(())) => Err(()),
+                (Some(Ok(a)), Ok(Some(b))) if a != b => Err(()),
+                (_, Ok(Some(n))) => Ok(n),
+                (Some(prev), Ok(None)) => prev,
+                (None, Ok(None)) => Err(()),
+            });
+        } else if *name == header::TRANSFER_ENCODING {
+            let last = value
+                .as_bytes()
+                .rsplit(|&b| b == b',')
+                .next()
+                .unwrap_or(b"");
+            self.chunked = Some(trim(last).eq_ignore_ascii_case(b"chunked"));
+        } else if *name == header::CONNECTION {
+            if has_token(value, b"close") {
+                self.close = true;
+            } else if has_token(value, b"keep-alive") {
+                self.keep_alive = true;
+            }
+        }
+    }
+}
+
 /// RFC 9112 section 6.3.
 fn body_framing(
     status: StatusCode,
     version: Version,
     method: &Method,
-    headers: &HeaderMap,
+    fields: &FramingFields,
 ) -> Result<BodyFraming, BoxError> {
     if status == StatusCode::SWITCHING_PROTOCOLS {
         return Ok(BodyFraming::Upgrade);
@@ -620,18 +678,17 @@ fn body_framing(
     {
         return Ok(BodyFraming::Empty);
     }
-    if let Some(te) = headers.get_all(header::TRANSFER_ENCODING).iter().next_back() {
+    if let Some(chunked) = fields.chunked {
         if version == Version::HTTP_10 {
             return Err("the upstream sent Transfer-Encoding in an HTTP/1.0 answer".into());
         }
-        let last = te.as_bytes().rsplit(|&b| b == b',').next().unwrap_or(b"");
-        return Ok(if trim(last).eq_ignore_ascii_case(b"chunked") {
+        return Ok(if chunked {
             BodyFraming::Chunked(ChunkedDecoder::new())
         } else {
             BodyFraming::Eof
         });
     }
-    match content_length(headers) {
+    match fields.length {
         Some(Ok(0)) => Ok(BodyFraming::Empty),
         Some(Ok(n)) => Ok(BodyFraming::Length(n)),
         Some(Err(())) => Err("the upstream's answer has an invalid Content-Length".into()),
@@ -873,7 +930,9 @@ mod tests {
         assert!(!head.keep_alive, "both framings: closed after");
         assert_eq!(head.reason.as_deref(), Some(&b"Fine"[..]));
 
-        let head = parse("HTTP/1.0 200 OK\r\n\r\n", Method::GET).unwrap().unwrap();
+        let head = parse("HTTP/1.0 200 OK\r\n\r\n", Method::GET)
+            .unwrap()
+            .unwrap();
         assert!(matches!(head.framing, BodyFraming::Eof));
         assert!(!head.keep_alive);
 
@@ -894,9 +953,19 @@ mod tests {
         assert!(matches!(head.framing, BodyFraming::Length(1)));
         assert!(!head.keep_alive);
 
-        assert!(parse("HTTP/1.1 200 OK\r\ncontent-length: 1, 2\r\n\r\n", Method::GET).is_err());
+        assert!(
+            parse(
+                "HTTP/1.1 200 OK\r\ncontent-length: 1, 2\r\n\r\n",
+                Method::GET
+            )
+            .is_err()
+        );
         assert!(parse("HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n", Method::GET).is_err());
-        assert!(parse("HTTP/1.1 200 OK\r\ncontent-len", Method::GET).unwrap().is_none());
+        assert!(
+            parse("HTTP/1.1 200 OK\r\ncontent-len", Method::GET)
+                .unwrap()
+                .is_none()
+        );
         assert!(parse("SSH-2.0-OpenSSH\r\n\r\n", Method::GET).is_err());
     }
 
