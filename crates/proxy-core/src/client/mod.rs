@@ -338,12 +338,9 @@ where
                         ExchangeError::Closed(e)
                     }));
                 }
-                Poll::Pending => {
-                    if let Some(e) = write_error.take().filter(|_| writer.done) {
-                        return Poll::Ready(Err(ExchangeError::Upstream(e.into())));
-                    }
-                    return Poll::Pending;
-                }
+                // After a failed write too: the upstream's answer, its close or the
+                // response timeout ends the wait.
+                Poll::Pending => return Poll::Pending,
             }
         }
     })
