@@ -71,6 +71,12 @@ pub fn connection_builder(
         .timer(TokioTimer::new())
         .header_read_timeout(opts.header_read_timeout)
         .keep_alive(true)
+        // While a request is waiting for its answer, hyper otherwise reads the client's
+        // socket to notice an early close, and makes room in its read buffer for that:
+        // a fresh 8 KiB buffer for every request, since the request's head still holds the
+        // old one. A client that leaves is noticed when its answer is written instead
+        // (HAProxy's default too, without `option abortonclose`).
+        .half_close(true)
         .max_headers(limits.h1_max_headers)
         .max_buf_size(limits.h1_max_buf_size);
     builder
