@@ -197,6 +197,11 @@ async fn both_members_down_is_503() {
     assert_eq!(backend_of(&client, "/paid_user/x").await, "paid_one");
     paid_one.stop();
     paid_two.stop();
+    // `stop` closes the backends' listeners and kept-alive connections from their own
+    // tasks; a crashed server's are closed at once. Without the pause a request can reach a
+    // connection just before it closes, which counts against the member as a broken
+    // answer (502), not as a refused connection.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     for _ in 0..3 {
         let res = client.get("/paid_user/x").await.unwrap();
         assert_eq!(

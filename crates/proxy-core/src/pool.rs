@@ -91,15 +91,14 @@ impl Pools {
     ///
     /// A reused connection the upstream closed just as the request went out (nothing came
     /// back) gets the request again over a new connection, when the request is
-    /// idempotent and has no body; if that fails the same way, the error says nothing was
-    /// sent ([`SendError::Connect`]), so a balancer can try another member.
+    /// idempotent and has no body.
     pub(crate) async fn send<B>(
         &self,
         upstream: &Upstream,
         req: Request<B>,
     ) -> Result<Response<UpstreamBody>, SendError>
     where
-        B: http_body::Body<Data = Bytes> + Unpin,
+        B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let shelf = self.shelf();
@@ -109,7 +108,9 @@ impl Pools {
             Some(conn) => (conn, true),
             None => (self.connect(upstream).await?, false),
         };
-        let framing = conn.encode_request(&parts, &body);
+        let framing = conn
+            .encode_request(&parts, &body)
+            .map_err(SendError::RequestBody)?;
         let resendable =
             matches!(framing, client::RequestFraming::Empty) && parts.method.is_idempotent();
         let method = parts.method;
@@ -121,17 +122,11 @@ impl Pools {
                 let head = conn.take_request();
                 conn = self.connect(upstream).await?;
                 conn.set_request(head);
-                match client::exchange::<B>(&mut conn, None, framing, &method).await {
-                    // A new connection closed too, without a byte of an answer, for a
-                    // request that cannot have changed anything: the upstream is going
-                    // away (it accepted, but will not serve); as good as refused.
-                    Err(ExchangeError::Closed(e)) => return Err(SendError::Connect(e.into())),
-                    other => other,
-                }
+                client::exchange::<B>(&mut conn, None, framing, &method).await
             }
             other => other,
         };
-        let (head, written) = match result {
+        let (head, rest) = match result {
             Ok(answer) => answer,
             Err(ExchangeError::Closed(e)) => return Err(SendError::Upstream(e.into())),
             Err(ExchangeError::Upstream(e)) => return Err(SendError::Upstream(e)),
@@ -160,7 +155,8 @@ impl Pools {
                 conn,
                 head.framing,
                 Some(lease),
-                head.keep_alive && written,
+                head.keep_alive,
+                rest,
             ))
         };
         Ok(res.map(|()| body))

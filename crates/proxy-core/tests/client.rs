@@ -393,3 +393,60 @@ async fn an_answer_before_the_whole_request_body_is_relayed() {
 fn tokio_stream_of<T>(rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> {
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|t| (t, rx)) })
 }
+
+#[tokio::test]
+async fn an_upstream_answering_while_it_reads_the_body_gets_the_rest() {
+    // Answers as soon as it has the request head and echoes the (chunked) body as it
+    // arrives, chunk framing and all, until the last chunk.
+    let up = Backend::raw("duplex", |mut stream: TcpStream| async move {
+        let mut buf = Vec::new();
+        let Some(end) = read_until(&mut stream, &mut buf, b"\r\n\r\n").await else {
+            return;
+        };
+        buf.drain(..end);
+        let head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+        if stream.write_all(head).await.is_err() {
+            return;
+        }
+        let mut all = Vec::new();
+        loop {
+            if !buf.is_empty() {
+                if stream.write_all(&buf).await.is_err() {
+                    return;
+                }
+                all.append(&mut buf);
+            }
+            if all.ends_with(b"0\r\n\r\n") || read_more(&mut stream, &mut buf).await == 0 {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let forward = Forward::new(ForwardConfig::default());
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(4);
+    tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"first "))))
+        .await
+        .unwrap();
+    let body = StreamBody::new(tokio_stream_of(rx)).boxed_unsync();
+    let res = tokio::time::timeout(
+        Duration::from_secs(5),
+        forward
+            .clone()
+            .oneshot(request(&up, Method::POST, "/echo", body)),
+    )
+    .await
+    .expect("the head came before the whole body was sent")
+    .unwrap();
+    // Only now does the rest of the request body exist.
+    tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"second"))))
+        .await
+        .unwrap();
+    drop(tx);
+    let echoed = tokio::time::timeout(Duration::from_secs(5), res.into_body().collect())
+        .await
+        .expect("the rest of the request went out while the answer was read")
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&echoed[..], b"first second");
+}

@@ -100,7 +100,7 @@ impl Conn {
         &mut self,
         parts: &request::Parts,
         body: &B,
-    ) -> RequestFraming {
+    ) -> Result<RequestFraming, BoxError> {
         encode_head(parts, body, &mut self.write_buf)
     }
 
@@ -128,7 +128,11 @@ pub(crate) enum RequestFraming {
 
 /// Encodes the request head into the connection's write buffer and says how the body
 /// goes. `Transfer-Encoding` and other hop-by-hop fields are expected to be gone already.
-fn encode_head<B: Body>(parts: &request::Parts, body: &B, dst: &mut Vec<u8>) -> RequestFraming {
+fn encode_head<B: Body>(
+    parts: &request::Parts,
+    body: &B,
+    dst: &mut Vec<u8>,
+) -> Result<RequestFraming, BoxError> {
     dst.clear();
     dst.extend_from_slice(parts.method.as_str().as_bytes());
     dst.push(b' ');
@@ -147,6 +151,9 @@ fn encode_head<B: Body>(parts: &request::Parts, body: &B, dst: &mut Vec<u8>) -> 
     } else {
         content_length(&parts.headers)
     };
+    if let Some(Err(())) = declared {
+        return Err("the request's Content-Length is not one number".into());
+    }
     let framing = if ended {
         RequestFraming::Empty
     } else if let Some(Ok(length)) = declared {
@@ -164,7 +171,7 @@ fn encode_head<B: Body>(parts: &request::Parts, body: &B, dst: &mut Vec<u8>) -> 
         RequestFraming::Chunked
     };
     dst.extend_from_slice(b"\r\n");
-    framing
+    Ok(framing)
 }
 
 /// Formats `n` in decimal without allocating.
@@ -264,17 +271,21 @@ pub(crate) enum BodyFraming {
     Upgrade,
 }
 
-/// Writes the request (head and body) and reads the answer's head. Returns the head and
-/// whether the whole request was written (an upstream may answer before it read all of
-/// the body; the connection cannot be reused then).
+/// The rest of a request body still to be sent when the answer's head came first.
+pub(crate) type RestOfRequest = Box<dyn SendRest>;
+
+/// Writes the request (head and body) and reads the answer's head. Returns the head and,
+/// when the upstream answered before it had the whole request body (an echo, a progress
+/// stream, an early refusal), the writer of the rest: the answer's body keeps sending it
+/// while it is read ([`ConnBody`]), as an upstream reading both at once expects.
 pub(crate) async fn exchange<B>(
     conn: &mut Conn,
     body: Option<B>,
     framing: RequestFraming,
     method: &Method,
-) -> Result<(Head, bool), ExchangeError>
+) -> Result<(Head, Option<RestOfRequest>), ExchangeError>
 where
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
 {
     let mut writer = Writer {
@@ -307,7 +318,13 @@ where
         }
         loop {
             match parse_head(&mut conn.read_buf, method) {
-                Ok(Some(head)) => return Poll::Ready(Ok((head, writer.done))),
+                Ok(Some(head)) => {
+                    let rest = (!writer.done && write_error.is_none()).then(|| {
+                        Box::new(std::mem::replace(&mut writer, Writer::finished()))
+                            as RestOfRequest
+                    });
+                    return Poll::Ready(Ok((head, rest)));
+                }
                 Ok(None) => {}
                 Err(e) => return Poll::Ready(Err(ExchangeError::Upstream(e))),
             }
@@ -372,6 +389,43 @@ struct Writer<B> {
     unflushed: bool,
     /// The body was polled once before anything was written.
     started: bool,
+}
+
+/// Sends what is left of a request while its answer is read.
+pub(crate) trait SendRest: Send {
+    /// Ready once all is written (`Err` when the upstream or the client's body failed:
+    /// the connection is not reused then).
+    fn poll_send(&mut self, conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<(), ()>>;
+}
+
+impl<B> SendRest for Writer<B>
+where
+    B: Body<Data = Bytes> + Unpin + Send,
+    B::Error: Into<BoxError>,
+{
+    fn poll_send(&mut self, conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        self.poll(conn, cx).map_err(|e| {
+            if let WriteError::Body(e) = e {
+                tracing::debug!(target: "towergate_proxy", error = %e, "request body failed after the answer began");
+            }
+        })
+    }
+}
+
+impl<B> Writer<B> {
+    /// A writer with nothing left to write.
+    fn finished() -> Self {
+        Self {
+            body: None,
+            framing: RequestFraming::Empty,
+            pos: 0,
+            pending: Bytes::new(),
+            crlf_after_pending: false,
+            done: true,
+            unflushed: false,
+            started: true,
+        }
+    }
 }
 
 impl<B> Writer<B>
@@ -599,6 +653,11 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, BoxEr
             framing_fields.note(&name, &value);
             headers.append(name, value);
         }
+        if framing_fields.chunked.is_some() && framing_fields.length.is_some() {
+            // Transfer-Encoding wins (RFC 9112 section 6.3); a length passed on would
+            // frame the client's copy wrongly once Transfer-Encoding is dropped as hop-by-hop.
+            headers.remove(header::CONTENT_LENGTH);
+        }
         let reason = reason.map(|(s, e)| head.slice(s..e));
         let framing = body_framing(status, version, method, &framing_fields)?;
         let keep_alive = matches!(
@@ -708,6 +767,8 @@ pub(crate) struct ConnBody {
     framing: BodyFraming,
     lease: Option<Lease>,
     keep_alive: bool,
+    /// The rest of the request, sent while the answer is read.
+    rest: Option<RestOfRequest>,
 }
 
 impl ConnBody {
@@ -718,12 +779,15 @@ impl ConnBody {
         framing: BodyFraming,
         lease: Option<Lease>,
         keep_alive: bool,
+        rest: Option<RestOfRequest>,
     ) -> Self {
         let mut body = Self {
             conn: Some(conn),
             framing,
             lease,
-            keep_alive,
+            // Reused only once the whole request went out too.
+            keep_alive: keep_alive && rest.is_none(),
+            rest,
         };
         if matches!(body.framing, BodyFraming::Empty) {
             body.finish();
@@ -756,6 +820,12 @@ impl ConnBody {
             let Some(conn) = self.conn.as_mut() else {
                 return Poll::Ready(None);
             };
+            if let Some(rest) = self.rest.as_mut() {
+                // Pending registers this task for the upstream's readiness to take more.
+                if rest.poll_send(conn, cx).is_ready() {
+                    self.rest = None;
+                }
+            }
             let want = match &mut self.framing {
                 BodyFraming::Empty | BodyFraming::Upgrade => {
                     self.finish();
@@ -925,6 +995,10 @@ mod tests {
         .unwrap();
         assert!(matches!(head.framing, BodyFraming::Chunked(_)));
         assert!(!head.keep_alive, "both framings: closed after");
+        assert!(
+            !head.headers.contains_key("content-length"),
+            "the length is not passed on"
+        );
         assert_eq!(head.reason.as_deref(), Some(&b"Fine"[..]));
 
         let head = parse("HTTP/1.0 200 OK\r\n\r\n", Method::GET)
@@ -997,7 +1071,8 @@ mod tests {
                 encode_head(&parts, &http_body_util::Empty::<Bytes>::new(), &mut dst)
             } else {
                 encode_head(&parts, &body, &mut dst)
-            };
+            }
+            .unwrap();
             (String::from_utf8(dst).unwrap(), framing)
         };
         let get = http::Request::get("/a?b=c")
