@@ -364,23 +364,9 @@ async fn an_answer_before_the_whole_request_body_is_relayed() {
     .unwrap();
     let forward = Forward::new(ForwardConfig::default());
     // A body that never ends: only the early answer can end the exchange.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(1);
-    tx.send(Ok(http_body::Frame::data(Bytes::from(vec![
-        0u8;
-        64 * 1024
-    ]))))
-    .await
-    .unwrap();
-    let body = StreamBody::new(tokio_stream_of(rx)).boxed_unsync();
-    let res = tokio::time::timeout(
-        Duration::from_secs(5),
-        forward
-            .clone()
-            .oneshot(request(&up, Method::POST, "/upload", body)),
-    )
-    .await
-    .expect("answered while the body was still open")
-    .unwrap();
+    let (tx, body) = open_body(Bytes::from(vec![0u8; 64 * 1024])).await;
+    let req = request(&up, Method::POST, "/upload", body);
+    let res = head_within(&forward, req, "answered while the body was still open").await;
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(
         &res.into_body().collect().await.unwrap().to_bytes()[..],
@@ -389,9 +375,27 @@ async fn an_answer_before_the_whole_request_body_is_relayed() {
     drop(tx);
 }
 
-/// A stream of what the channel receives.
-fn tokio_stream_of<T>(rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> {
-    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|t| (t, rx)) })
+type FrameSender = tokio::sync::mpsc::Sender<Result<http_body::Frame<Bytes>, std::io::Error>>;
+
+/// A request body of `first`, then what is sent on the channel, until it is dropped.
+async fn open_body(first: Bytes) -> (FrameSender, Body) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(Ok(http_body::Frame::data(first))).await.unwrap();
+    let frames =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|t| (t, rx)) });
+    (tx, StreamBody::new(frames).boxed_unsync())
+}
+
+/// Sends `req`; its answer's head must come within five seconds.
+async fn head_within(
+    forward: &Forward<Body>,
+    req: Request<Body>,
+    why: &str,
+) -> http::Response<towergate_proxy::UpstreamBody> {
+    tokio::time::timeout(Duration::from_secs(5), forward.clone().oneshot(req))
+        .await
+        .expect(why)
+        .unwrap()
 }
 
 #[tokio::test]
@@ -424,20 +428,14 @@ async fn an_upstream_answering_while_it_reads_the_body_gets_the_rest() {
     .await
     .unwrap();
     let forward = Forward::new(ForwardConfig::default());
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(4);
-    tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"first "))))
-        .await
-        .unwrap();
-    let body = StreamBody::new(tokio_stream_of(rx)).boxed_unsync();
-    let res = tokio::time::timeout(
-        Duration::from_secs(5),
-        forward
-            .clone()
-            .oneshot(request(&up, Method::POST, "/echo", body)),
+    let (tx, body) = open_body(Bytes::from_static(b"first ")).await;
+    let req = request(&up, Method::POST, "/echo", body);
+    let res = head_within(
+        &forward,
+        req,
+        "the head came before the whole body was sent",
     )
-    .await
-    .expect("the head came before the whole body was sent")
-    .unwrap();
+    .await;
     // Only now does the rest of the request body exist.
     tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"second"))))
         .await
