@@ -6,6 +6,9 @@ mod common;
 use common::*;
 use towergate_testkit::client;
 
+/// An admin listener on an ephemeral port that lets loopback in.
+const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\nallow = [\"127.0.0.1/32\"]\n";
+
 fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
     text.lines().find_map(|l| {
         l.strip_prefix(name_and_labels)
@@ -21,7 +24,7 @@ async fn metrics_and_status_count_what_was_sent() {
         .local_addr()
         .unwrap();
     let config = format!(
-        "{}{}{}[admin]\nlisten = \"127.0.0.1:0\"\nallow = [\"127.0.0.1/32\"]\n",
+        "{}{}{}{ADMIN}",
         server_section(""),
         route("/", &web.url()),
         route("/dead", &format!("http://{dead}"))
@@ -118,11 +121,7 @@ async fn metrics_and_status_count_what_was_sent() {
 #[tokio::test]
 async fn the_admin_listener_refuses_clients_outside_its_networks() {
     let web = Backend::echo("web").await.unwrap();
-    let config = format!(
-        "{}{}[admin]\nlisten = \"127.0.0.1:0\"\nallow = [\"127.0.0.1/32\"]\n",
-        server_section(""),
-        route("/", &web.url())
-    );
+    let config = format!("{}{}{ADMIN}", server_section(""), route("/", &web.url()));
     let gw = start_gateway(&config).await;
     let admin = gw.admin_addr().unwrap();
     let res = client::get_from("127.0.0.2".parse().unwrap(), admin, "/status.json")
@@ -196,7 +195,7 @@ async fn the_block_list_and_limit_refusals_show_in_status_and_metrics() {
 async fn new_connections_are_spread_evenly_over_the_workers() {
     let web = Backend::echo("web").await.unwrap();
     let config = format!(
-        "{}{}[admin]\nlisten = \"127.0.0.1:0\"\nallow = [\"127.0.0.1/32\"]\n",
+        "{}{}{ADMIN}",
         server_section("workers = 4"),
         route("/", &web.url()),
     );
