@@ -1,4 +1,4 @@
-//! The accept loop: HTTP/1.1 keep-alive and HTTP/2 connections served by hyper-util, in
+//! The accept loop: HTTP/1.1 keep-alive and HTTP/2 connections served by hyper, in
 //! cleartext (HTTP/2 by prior knowledge, `h2c`) or over TLS (HTTP/2 by ALPN), with a
 //! header-read timeout, parser ceilings from `[limits]`, HTTP/2 stream and reset limits,
 //! and graceful shutdown. A listener may take a PROXY protocol header first (from an L4
@@ -6,7 +6,9 @@
 //! destination the [`LocalAddr`]), before the TLS handshake and everything else.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,9 +17,8 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::{Service, ServiceExt};
@@ -60,37 +61,108 @@ pub enum Transport {
     Tls(Certificates),
 }
 
-/// The hyper-util connection builder for these options and parser ceilings.
-pub fn connection_builder(
-    opts: &ServerOptions,
-    limits: &ServerLimits,
-) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(opts.header_read_timeout)
-        .keep_alive(true)
-        // While a request is waiting for its answer, hyper otherwise reads the client's
-        // socket to notice an early close, and makes room in its read buffer for that:
-        // a fresh 8 KiB buffer for every request, since the request's head still holds the
-        // old one. A client that leaves is noticed when its answer is written instead
-        // (HAProxy's default too, without `option abortonclose`).
-        .half_close(true)
-        .max_headers(limits.h1_max_headers)
-        .max_buf_size(limits.h1_max_buf_size);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(limits.h2_max_header_list_size)
-        .max_concurrent_streams(opts.http2.max_concurrent_streams)
-        .max_pending_accept_reset_streams(opts.http2.max_pending_accept_reset_streams)
-        .max_local_error_reset_streams(opts.http2.max_local_error_reset_streams);
-    if opts.http2.enabled {
-        builder
-    } else {
-        builder.http1_only()
+/// hyper's HTTP/1 and HTTP/2 connection builders for these options and parser ceilings
+/// (HTTP/2 `None` when it is off).
+///
+/// The protocol of a connection is chosen before either sees a byte (see [`sniff_h2c`] and
+/// [`serve_tls`]), rather than by hyper-util's `auto` builder: that one reads the first 24
+/// bytes on its own and hands them to HTTP/1 as a separate first read, so hyper's read
+/// buffer, 8 KiB, grew to 16 KiB on every connection, and every connection read its first
+/// request in two system calls.
+#[derive(Clone)]
+pub struct Protocols {
+    http1: http1::Builder,
+    http2: Option<http2::Builder<TokioExecutor>>,
+}
+
+impl Protocols {
+    /// The builders for `opts`, with the parser ceilings of `limits`.
+    pub fn new(opts: &ServerOptions, limits: &ServerLimits) -> Self {
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(opts.header_read_timeout)
+            .keep_alive(true)
+            // While a request is waiting for its answer, hyper otherwise reads the client's
+            // socket to notice an early close, and makes room in its read buffer for that:
+            // a fresh 8 KiB buffer for every request, since the request's head still holds
+            // the old one. A client that leaves is noticed when its answer is written
+            // instead (HAProxy's default too, without `option abortonclose`).
+            .half_close(true)
+            .max_headers(limits.h1_max_headers)
+            .max_buf_size(limits.h1_max_buf_size);
+        let http2 = opts.http2.enabled.then(|| {
+            let mut http2 = http2::Builder::new(TokioExecutor::new());
+            http2
+                .timer(TokioTimer::new())
+                .max_header_list_size(limits.h2_max_header_list_size)
+                .max_concurrent_streams(opts.http2.max_concurrent_streams)
+                .max_pending_accept_reset_streams(opts.http2.max_pending_accept_reset_streams)
+                .max_local_error_reset_streams(opts.http2.max_local_error_reset_streams);
+            http2
+        });
+        Self { http1, http2 }
     }
+
+    /// Serves `io` as HTTP/2 when `h2` says so (and HTTP/2 is on), else as HTTP/1.1 with
+    /// upgrades, until it closes, or until it has finished its requests once `drain` says
+    /// so.
+    async fn serve<I, S, B>(&self, io: I, h2: bool, service: S, drain: Drain, peer: SocketAddr)
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+        S: hyper::service::HttpService<Incoming, ResBody = B> + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let result = match self.http2.as_ref().filter(|_| h2) {
+            // Boxed: an HTTP/2 connection's state is several times an HTTP/1 one's and
+            // would otherwise size every connection's task.
+            Some(http2) => {
+                let mut conn = Box::pin(http2.serve_connection(io, service));
+                drain
+                    .watch(conn.as_mut(), http2::Connection::graceful_shutdown)
+                    .await
+            }
+            None => {
+                let conn = pin!(self.http1.serve_connection(io, service).with_upgrades());
+                drain
+                    .watch(conn, http1::UpgradeableConnection::graceful_shutdown)
+                    .await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// The start of the HTTP/2 connection preface; no HTTP/1 request starts with it (RFC 9113
+/// §3.4 registered the `PRI` method so that none would).
+const H2_PREFACE_START: &[u8] = b"PRI ";
+
+/// Whether a cleartext connection speaks HTTP/2 by prior knowledge: peeks at its first
+/// bytes without taking them, so hyper reads the whole first request in one go. Waits for
+/// the first bytes at most `timeout`; a connection that sends nothing in that time, or
+/// whose socket fails, gets `None`.
+async fn sniff_h2c(stream: &TcpStream, timeout: Duration) -> Option<bool> {
+    let sniff = async {
+        let mut start = [0u8; H2_PREFACE_START.len()];
+        loop {
+            let n = stream.peek(&mut start).await.ok()?;
+            if n == 0 || start[..n] != H2_PREFACE_START[..n] {
+                return Some(false);
+            }
+            if n == start.len() {
+                return Some(true);
+            }
+            // The socket stays readable while it holds the bytes a peek left there: wait a
+            // little instead of spinning until the rest of the preface's start arrives.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(timeout, sniff).await.ok().flatten()
 }
 
 /// Serves `listener` with `service` until `shutdown` turns true, then stops accepting and
@@ -115,8 +187,8 @@ pub async fn serve<S, B>(
     B::Error: Into<BoxError>,
 {
     let mut limits = **opts.limits.load();
-    let mut builder = Arc::new(connection_builder(&opts, &limits));
-    let graceful = GracefulShutdown::new();
+    let mut protocols = Arc::new(Protocols::new(&opts, &limits));
+    let (drain_tx, _) = watch::channel(false);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -135,7 +207,7 @@ pub async fn serve<S, B>(
         let current = **opts.limits.load();
         if current != limits {
             limits = current;
-            builder = Arc::new(connection_builder(&opts, &limits));
+            protocols = Arc::new(Protocols::new(&opts, &limits));
         }
         let proxy_protocol = opts.proxy_protocol.load_full();
         let acceptor = match &transport {
@@ -146,7 +218,11 @@ pub async fn serve<S, B>(
         };
         // The PROXY protocol header and the TLS handshake are read in the connection's own
         // task, so a slow client never holds up the accept loop.
-        let (builder, service, watcher) = (builder.clone(), service.clone(), graceful.watcher());
+        let (protocols, service, drain) = (
+            protocols.clone(),
+            service.clone(),
+            Drain(drain_tx.subscribe()),
+        );
         let handshake_timeout = opts.header_read_timeout;
         let (worker, active) = spread.place();
         let serve_connection = move |mut stream: TcpStream| async move {
@@ -161,23 +237,18 @@ pub async fn serve<S, B>(
                 },
             };
             let Some(acceptor) = acceptor else {
-                let conn = builder.serve_connection_with_upgrades(
-                    TokioIo::new(stream),
-                    per_peer(service, peer, local, false),
-                );
-                if let Err(e) = watcher.watch(conn).await {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-                return;
+                let service = per_peer(service, peer, local, false);
+                return serve_plain(stream, handshake_timeout, &protocols, service, drain, peer)
+                    .await;
             };
             // Boxed: a TLS connection's state would otherwise size every plain one's task.
             Box::pin(serve_tls(
                 stream,
                 acceptor,
                 handshake_timeout,
-                &builder,
+                &protocols,
                 per_peer(service, peer, local, true),
-                watcher,
+                drain,
                 peer,
             ))
             .await;
@@ -200,7 +271,9 @@ pub async fn serve<S, B>(
         }
     }
     drop(listener);
-    if tokio::time::timeout(opts.grace_period, graceful.shutdown())
+    // Every connection holds a receiver: once all are gone, all have finished.
+    drain_tx.send_replace(true);
+    if tokio::time::timeout(opts.grace_period, drain_tx.closed())
         .await
         .is_err()
     {
@@ -208,17 +281,50 @@ pub async fn serve<S, B>(
     }
 }
 
-/// Serves one TLS connection: the handshake within `handshake_timeout`, then HTTP.
+/// Serves one cleartext connection: HTTP/2 when it starts with the preface (and HTTP/2 is
+/// on), else HTTP/1.1.
+async fn serve_plain<S, B>(
+    stream: TcpStream,
+    handshake_timeout: Duration,
+    protocols: &Protocols,
+    service: S,
+    mut drain: Drain,
+    peer: SocketAddr,
+) where
+    S: hyper::service::HttpService<Incoming, ResBody = B> + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let h2 = match protocols.http2 {
+        None => false,
+        Some(_) => tokio::select! {
+            h2 = sniff_h2c(&stream, handshake_timeout) => match h2 {
+                Some(h2) => h2,
+                None => return,
+            },
+            // Nothing asked yet: nothing to finish.
+            _ = stopped(&mut drain.0) => return,
+        },
+    };
+    protocols
+        .serve(TokioIo::new(stream), h2, service, drain, peer)
+        .await;
+}
+
+/// Serves one TLS connection: the handshake within `handshake_timeout`, then HTTP/2 when
+/// ALPN chose it, else HTTP/1.1.
 async fn serve_tls<S, B>(
     stream: TcpStream,
     acceptor: tokio_rustls::TlsAcceptor,
     handshake_timeout: Duration,
-    builder: &auto::Builder<TokioExecutor>,
+    protocols: &Protocols,
     service: S,
-    watcher: hyper_util::server::graceful::Watcher,
+    drain: Drain,
     peer: SocketAddr,
 ) where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = B> + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -235,9 +341,36 @@ async fn serve_tls<S, B>(
             return;
         }
     };
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    protocols
+        .serve(TokioIo::new(stream), h2, service, drain, peer)
+        .await;
+}
+
+/// A connection's view of the listener's shutdown: it turns true when the listener stops,
+/// and the listener waits until every connection has dropped its `Drain`.
+struct Drain(watch::Receiver<bool>);
+
+impl Drain {
+    /// Drives `conn` to its end; once the listener stops, `graceful_shutdown` lets it finish
+    /// the requests it has begun and then close.
+    ///
+    /// The connection comes pinned by the caller: moved into this future and pinned here, it
+    /// would take its room in the task twice.
+    async fn watch<C, E>(
+        mut self,
+        mut conn: Pin<&mut C>,
+        graceful_shutdown: fn(Pin<&mut C>),
+    ) -> Result<(), BoxError>
+    where
+        C: Future<Output = Result<(), E>>,
+        E: Into<BoxError>,
+    {
+        tokio::select! {
+            result = conn.as_mut() => return result.map_err(Into::into),
+            _ = stopped(&mut self.0) => graceful_shutdown(conn.as_mut()),
+        }
+        conn.await.map_err(Into::into)
     }
 }
 

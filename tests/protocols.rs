@@ -487,6 +487,66 @@ async fn http2_over_tls_and_h2c_routes_like_http11() {
     }
 }
 
+/// Cleartext connections are HTTP/2 when their first bytes are the preface's, HTTP/1.1
+/// otherwise, however the first bytes are split; one that sends nothing is closed after
+/// the header-read timeout.
+#[tokio::test]
+async fn first_bytes_choose_the_protocol_and_a_silent_connection_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let web = reporting_backend("web").await;
+    let gw = start_gateway(&format!(
+        "{}{}",
+        server_section("header_read_timeout = \"1s\"\n"),
+        common::route("/", &web.url()),
+    ))
+    .await;
+    let pause = || tokio::time::sleep(Duration::from_millis(100));
+
+    // "P" could still be the preface: the gateway waits for more before choosing.
+    let mut h1 = TcpStream::connect(gw.addr()).await.unwrap();
+    h1.write_all(b"P").await.unwrap();
+    pause().await;
+    h1.write_all(b"OST /posted HTTP/1.1\r\nHost: front.test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(WAIT, h1.read_to_string(&mut answer))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("path: /posted"), "{answer}");
+
+    // The preface in two pieces, then an empty SETTINGS frame: the HTTP/2 server answers
+    // with its own SETTINGS.
+    let mut h2 = TcpStream::connect(gw.addr()).await.unwrap();
+    h2.write_all(b"PR").await.unwrap();
+    pause().await;
+    h2.write_all(b"I * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let mut frame_head = [0u8; 9];
+    tokio::time::timeout(WAIT, h2.read_exact(&mut frame_head))
+        .await
+        .expect("a frame in time")
+        .unwrap();
+    assert_eq!(frame_head[3], 0x04, "a SETTINGS frame: {frame_head:?}");
+
+    // Nothing sent: closed once the header-read timeout (1 s) is over.
+    let mut silent = TcpStream::connect(gw.addr()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut byte))
+        .await
+        .expect("closed within 10 s");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 /// The article's character filter (its RewriteRule ... [F]).
 const ARTICLE_RULE: &str = "[[charfilter.rule]]\ndeny = '[^a-zA-Z0-9|\\.|/|_|-]'\n";
 

@@ -68,13 +68,16 @@ impl<B: Body> Body for RequestBody<B> {
 }
 
 /// A request's entry waiting for its response body to finish.
+///
+/// Boxed where it is carried: the entry is some 600 bytes, and the response future and body
+/// that hold it live in room hyper keeps for them on every connection, idle or not.
 pub(crate) struct Pending {
     pub(crate) entry: Entry,
     pub(crate) shared: Arc<Shared>,
 }
 
 impl Pending {
-    pub(crate) fn write(mut self) {
+    pub(crate) fn write(mut self: Box<Self>) {
         self.entry.finish();
         self.shared.writer.log(&self.shared.format, &self.entry);
     }
@@ -87,7 +90,7 @@ pin_project! {
     pub struct ResponseBody<B> {
         #[pin]
         inner: B,
-        pending: Option<Pending>,
+        pending: Option<Box<Pending>>,
     }
 
     impl<B> PinnedDrop for ResponseBody<B> {
@@ -100,7 +103,7 @@ pin_project! {
 }
 
 impl<B> ResponseBody<B> {
-    pub(crate) fn new(inner: B, pending: Option<Pending>) -> Self {
+    pub(crate) fn new(inner: B, pending: Option<Box<Pending>>) -> Self {
         Self { inner, pending }
     }
 

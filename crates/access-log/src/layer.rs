@@ -155,10 +155,10 @@ where
         }
         let counter = entry.body_in_counter();
         let req = req.map(|b| RequestBody::new(b, counter));
-        let pending = Pending {
+        let pending = Box::new(Pending {
             entry,
             shared: shared.clone(),
-        };
+        });
         ResponseFuture::new(self.inner.call(req), Some(pending))
     }
 }

@@ -34,23 +34,23 @@ pin_project! {
     where
         S: Service<Request<RequestBody<B>>>,
     {
-        // Waiting for the answer to the client's request.
+        // Waiting for the answer to the client's request. What only a local document needs
+        // is boxed, here and below: this future lives in room hyper keeps for it on every
+        // connection, sized by its largest state.
         First {
             #[pin]
             future: S::Future,
-            replay: Option<Replay<S>>,
+            replay: Option<Box<Replay<S>>>,
         },
         // A local document is needed: waiting for the service to take its request.
         Ready {
-            service: Option<S>,
-            request: Option<Request<RequestBody<B>>>,
-            original: Option<S::Response>,
+            ready: Option<Box<ReadyDocument<S, B>>>,
         },
         // Waiting for the local document.
         Document {
             #[pin]
             future: S::Future,
-            original: Option<S::Response>,
+            original: Option<Box<S::Response>>,
         },
     }
 }
@@ -64,7 +64,7 @@ where
         shared: Arc<Shared>,
         head: bool,
         internal: bool,
-        replay: Option<Replay<S>>,
+        replay: Option<Box<Replay<S>>>,
     ) -> Self {
         Self {
             state: State::First { future, replay },
@@ -118,38 +118,41 @@ where
                             };
                             let (service, request) = replay.request(path, res.status(), *this.head);
                             State::Ready {
-                                service: Some(service),
-                                request: Some(request),
-                                original: Some(res),
+                                ready: Some(Box::new(ReadyDocument {
+                                    service,
+                                    request,
+                                    original: res,
+                                })),
                             }
                         }
                     }
                 }
-                StateProj::Ready {
-                    service,
-                    request,
-                    original,
-                } => {
-                    let svc = service.as_mut().expect("polled after completion");
-                    match svc.poll_ready(cx) {
+                StateProj::Ready { ready } => {
+                    let pending = ready.as_mut().expect("polled after completion");
+                    match pending.service.poll_ready(cx) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Err(_)) => {
-                            let original = original.take().expect("polled after completion");
+                            let pending = ready.take().expect("polled after completion");
+                            let original = pending.original;
                             shared.local_failed(original.status(), "the service is not ready");
                             return Poll::Ready(Ok(original));
                         }
                         Poll::Ready(Ok(())) => {
-                            let request = request.take().expect("polled after completion");
+                            let ReadyDocument {
+                                mut service,
+                                request,
+                                original,
+                            } = *ready.take().expect("polled after completion");
                             State::Document {
-                                future: svc.call(request),
-                                original: original.take(),
+                                future: service.call(request),
+                                original: Some(Box::new(original)),
                             }
                         }
                     }
                 }
                 StateProj::Document { future, original } => {
                     let result = ready!(future.poll(cx));
-                    let original = original.take().expect("polled after completion");
+                    let original = *original.take().expect("polled after completion");
                     let status = original.status();
                     return Poll::Ready(Ok(match result {
                         Ok(document) if document.status().is_success() => {
@@ -169,6 +172,17 @@ where
             self.as_mut().project().state.set(next);
         }
     }
+}
+
+/// A local document's request, waiting for the service to take it, and the answer it
+/// replaces.
+struct ReadyDocument<S, B>
+where
+    S: Service<Request<RequestBody<B>>>,
+{
+    service: S,
+    request: Request<RequestBody<B>>,
+    original: S::Response,
 }
 
 fn document_status(status: StatusCode) -> &'static str {

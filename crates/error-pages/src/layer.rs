@@ -159,12 +159,14 @@ where
         let internal = req.extensions().get::<ErrorDocumentRequest>().is_some();
         let head = req.method() == Method::HEAD;
         // Only a local document needs the request again; capture it only then.
-        let replay = (self.shared.has_local && !internal).then(|| Replay {
-            service: self.inner.clone(),
-            uri: req.uri().clone(),
-            version: req.version(),
-            headers: req.headers().clone(),
-            extensions: req.extensions().clone(),
+        let replay = (self.shared.has_local && !internal).then(|| {
+            Box::new(Replay {
+                service: self.inner.clone(),
+                uri: req.uri().clone(),
+                version: req.version(),
+                headers: req.headers().clone(),
+                extensions: req.extensions().clone(),
+            })
         });
         let future = self.inner.call(req.map(RequestBody::new));
         ResponseFuture::new(future, self.shared.clone(), head, internal, replay)
