@@ -158,7 +158,8 @@ pub struct ServerConfig {
     /// An absolute-form request target naming another host is refused.
     #[serde(default)]
     pub names: Vec<String>,
-    /// Time to wait for an upstream's response headers (Apache `Timeout`).
+    /// Time to wait for an upstream's response headers, and the longest a response body
+    /// waits for its next bytes (Apache `Timeout`).
     #[serde(default = "defaults::timeout", with = "duration")]
     pub timeout: Duration,
     /// Time allowed to connect to an upstream.

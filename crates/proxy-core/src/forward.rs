@@ -44,8 +44,9 @@ pub struct FrontTls;
 pub struct ForwardConfig {
     /// Time allowed to establish a TCP connection to the upstream.
     pub connect_timeout: Duration,
-    /// Time allowed from sending the request until the response headers arrive
-    /// (Apache `Timeout`).
+    /// Time allowed from sending the request until the response headers arrive, and the
+    /// longest the response body may then wait for the upstream's next bytes (Apache
+    /// `Timeout`, nginx `proxy_read_timeout`): a body that waits longer is cut off.
     pub response_timeout: Duration,
     /// How long an idle keep-alive connection to an upstream is kept in the pool: it is
     /// closed between this and one and a half times this.
@@ -134,6 +135,7 @@ where
             .wrap_connector(connector);
         let pools = Pools::new(
             connector,
+            config.response_timeout,
             config.idle_timeout,
             config.max_idle_per_host,
             config.pool_per_thread,

@@ -38,6 +38,8 @@ pub(crate) enum SendError {
 /// The connections of one forwarder: one [`Shelf`] for all threads, or one per thread.
 pub(crate) struct Pools {
     connector: HttpsConnector<HttpConnector>,
+    /// The longest an answer's body may wait for the upstream's next bytes.
+    read_timeout: Duration,
     max_idle: usize,
     sweep_every: Duration,
     shelves: Shelves,
@@ -49,11 +51,13 @@ enum Shelves {
 }
 
 impl Pools {
-    /// `idle_timeout`: an idle connection is closed after between one and one and a half
-    /// times this. `max_idle`: idle connections kept per upstream (per thread when
+    /// `read_timeout`: an answer's body that waits this long for the upstream's next bytes
+    /// fails. `idle_timeout`: an idle connection is closed after between one and one and a
+    /// half times this. `max_idle`: idle connections kept per upstream (per thread when
     /// `per_thread`).
     pub(crate) fn new(
         connector: HttpsConnector<HttpConnector>,
+        read_timeout: Duration,
         idle_timeout: Duration,
         max_idle: usize,
         per_thread: bool,
@@ -65,6 +69,7 @@ impl Pools {
         };
         Self {
             connector,
+            read_timeout,
             max_idle,
             sweep_every: (idle_timeout / 2).max(Duration::from_millis(10)),
             shelves,
@@ -157,6 +162,7 @@ impl Pools {
                 Some(lease),
                 head.keep_alive,
                 rest,
+                self.read_timeout,
             ))
         };
         Ok(res.map(|()| body))

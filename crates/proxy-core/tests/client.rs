@@ -448,3 +448,70 @@ async fn an_upstream_answering_while_it_reads_the_body_gets_the_rest() {
         .to_bytes();
     assert_eq!(&echoed[..], b"first second");
 }
+
+#[tokio::test]
+async fn a_body_that_stalls_longer_than_the_timeout_fails_one_that_trickles_does_not() {
+    // Sends the head and "a", then one more byte every 200 ms for `/trickle` (5 in all,
+    // 800 ms, longer than the timeout but never a pause as long); `/stall` stops after "a".
+    let up = Backend::raw("slow", |mut stream: TcpStream| async move {
+        let mut buf = Vec::new();
+        let Some(end) = read_until(&mut stream, &mut buf, b"\r\n\r\n").await else {
+            return;
+        };
+        let stall = String::from_utf8_lossy(&buf[..end]).contains("/stall");
+        if stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\na")
+            .await
+            .is_err()
+        {
+            return;
+        }
+        if stall {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            return;
+        }
+        for byte in [b"b", b"c", b"d", b"e"] {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if stream.write_all(byte).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let forward = Forward::new(ForwardConfig {
+        response_timeout: Duration::from_millis(500),
+        ..ForwardConfig::default()
+    });
+
+    let res = head_within(
+        &forward,
+        request(&up, Method::GET, "/trickle", empty()),
+        "head",
+    )
+    .await;
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"abcde");
+
+    let res = head_within(
+        &forward,
+        request(&up, Method::GET, "/stall", empty()),
+        "head",
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let mut body = res.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&first[..], b"a");
+    let err = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .expect("the stalled body fails within 5 s")
+        .expect("an error, not the end")
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(450),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -22,6 +22,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -747,7 +748,9 @@ fn has_token(value: &HeaderValue, token: &[u8]) -> bool {
 
 /// An answer's body read straight from its upstream connection. The connection goes
 /// back to its pool (the [`Lease`]) as soon as the framing says the body is complete;
-/// a body dropped before that closes it.
+/// a body dropped before that closes it. An upstream that sends nothing for `idle` while
+/// the body waits for it fails the body (Apache's `Timeout` between two reads, nginx's
+/// `proxy_read_timeout`), so a stalled upstream cannot hold a client forever.
 pub(crate) struct ConnBody {
     conn: Option<Box<Conn>>,
     framing: BodyFraming,
@@ -755,17 +758,25 @@ pub(crate) struct ConnBody {
     keep_alive: bool,
     /// The rest of the request, sent while the answer is read.
     rest: Option<RestOfRequest>,
+    idle: Duration,
+    /// Set the first time the body has to wait for the upstream: most answers are whole
+    /// by then and never need one.
+    idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Bytes came since the timer was last set.
+    read_since_timer: bool,
 }
 
 impl ConnBody {
     /// The body of an answer with head `framing` on `conn`; `keep_alive` when the
-    /// connection may be reused after it.
+    /// connection may be reused after it; failed when the upstream sends nothing for
+    /// `idle` while the body waits.
     pub(crate) fn new(
         conn: Box<Conn>,
         framing: BodyFraming,
         lease: Option<Lease>,
         keep_alive: bool,
         rest: Option<RestOfRequest>,
+        idle: Duration,
     ) -> Self {
         let mut body = Self {
             conn: Some(conn),
@@ -774,6 +785,9 @@ impl ConnBody {
             // Reused only once the whole request went out too.
             keep_alive: keep_alive && rest.is_none(),
             rest,
+            idle,
+            idle_timer: None,
+            read_since_timer: false,
         };
         if matches!(body.framing, BodyFraming::Empty) {
             body.finish();
@@ -849,7 +863,11 @@ impl ConnBody {
                     READ_MAX
                 }
             };
-            match ready!(conn.poll_fill(cx, want)) {
+            let filled = match conn.poll_fill(cx, want) {
+                Poll::Ready(filled) => filled,
+                Poll::Pending => return self.poll_idle(cx),
+            };
+            match filled {
                 Ok(0) => {
                     if matches!(self.framing, BodyFraming::Eof) {
                         self.conn = None;
@@ -861,10 +879,35 @@ impl ConnBody {
                         "the upstream closed the connection before the body was complete",
                     ));
                 }
-                Ok(_) => {}
+                Ok(_) => self.read_since_timer = true,
                 Err(e) => return self.fail(e),
             }
         }
+    }
+
+    /// The body waits for the upstream: pending until `idle` has passed since the last
+    /// bytes came (or since the wait began), then failed.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let timer = match &mut self.idle_timer {
+            Some(timer) => {
+                if self.read_since_timer {
+                    timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + self.idle);
+                }
+                timer
+            }
+            None => self
+                .idle_timer
+                .insert(Box::pin(tokio::time::sleep(self.idle))),
+        };
+        self.read_since_timer = false;
+        ready!(timer.as_mut().poll(cx));
+        let idle = self.idle;
+        self.fail(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the upstream sent nothing of the body for {idle:?}"),
+        ))
     }
 
     pub(crate) fn is_end_stream(&self) -> bool {
