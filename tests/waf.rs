@@ -246,3 +246,48 @@ async fn the_status_page_counts_inspected_and_blocked_requests() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn the_audit_log_records_the_status_a_refused_request_got() {
+    let backend = Backend::echo("web").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
+    let gw = start_gateway(&format!(
+        r#"{}
+[waf]
+rules = [
+  'SecAuditEngine RelevantOnly',
+  'SecAuditLogType Serial',
+  'SecAuditLogParts ABFHZ',
+  'SecAuditLog {}',
+  '''SecRule REQUEST_URI "@beginsWith /closed" "id:10003,phase:1,deny,status:403,log,msg:'closed'"''',
+]
+"#,
+        route("/", &backend.url()),
+        audit.display()
+    ))
+    .await;
+    let client = Client::new(gw.addr());
+    assert_eq!(
+        send(&client, "GET", "/closed/x", "").await.status,
+        StatusCode::FORBIDDEN
+    );
+    // The audit log is written off the runtime: wait for the record.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&audit).unwrap_or_default();
+        if text.contains("-Z--") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(text.contains("GET /closed/x"), "{text}");
+    let response_part = text
+        .split("-F--")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no response part: {text}"));
+    assert!(
+        response_part.trim_start().starts_with("HTTP/1.1 403"),
+        "{text}"
+    );
+}

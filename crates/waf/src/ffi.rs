@@ -110,6 +110,7 @@ mod sys {
         ) -> c_int;
         pub fn msc_intervention(t: *mut Transaction, it: *mut Intervention) -> c_int;
         pub fn msc_process_logging(t: *mut Transaction) -> c_int;
+        pub fn msc_update_status_code(t: *mut Transaction, status: c_int) -> c_int;
         pub fn msc_transaction_cleanup(t: *mut Transaction);
     }
 
@@ -538,6 +539,16 @@ impl Transaction {
         check(n, "msc_process_response_headers")
     }
 
+    /// The status the client is answered with when the transaction never reaches the
+    /// response phase (a request refused by a rule), for the audit log.
+    pub(crate) fn update_status_code(&mut self, status: u16) -> Result<(), CallFailed> {
+        // SAFETY: valid transaction.
+        check(
+            unsafe { sys::msc_update_status_code(self.raw, status.into()) },
+            "msc_update_status_code",
+        )
+    }
+
     /// Phase 5: the audit log, as the rules configure it.
     pub(crate) fn process_logging(&mut self) -> Result<(), CallFailed> {
         // SAFETY: valid transaction.
@@ -623,6 +634,9 @@ impl Transaction {
         Err(CallFailed(NO_LIB))
     }
     pub(crate) fn process_logging(&mut self) -> Result<(), CallFailed> {
+        Err(CallFailed(NO_LIB))
+    }
+    pub(crate) fn update_status_code(&mut self, _: u16) -> Result<(), CallFailed> {
         Err(CallFailed(NO_LIB))
     }
     pub(crate) fn intervention(&mut self) -> Option<Intervention> {

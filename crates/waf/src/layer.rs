@@ -211,6 +211,8 @@ impl Ctx {
             client = ?self.client,
             "request blocked"
         );
+        // The audit log otherwise records the status of a response that never came (200).
+        let _ = self.txn.update_status_code(status.as_u16());
         let mut res = Response::new(B::default());
         *res.status_mut() = status;
         if let Some(location) = location {
