@@ -111,18 +111,17 @@ rules = [
     ))
     .await;
     let client = Client::new(gw.addr());
+    // Refusals say what they are in a line of text, as the other guards' do.
+    let admin = send(&client, "GET", "/paid_user/admin/users", "").await;
+    assert_eq!(admin.status, StatusCode::FORBIDDEN);
+    assert_eq!(admin.text(), "403 Forbidden\n");
     assert_eq!(
-        send(&client, "GET", "/paid_user/admin/users", "")
-            .await
-            .status,
-        StatusCode::FORBIDDEN
+        admin.header("content-type"),
+        Some("text/plain; charset=utf-8")
     );
-    assert_eq!(
-        send(&client, "POST", "/paid_user/cart", "coupon=FREE100")
-            .await
-            .status,
-        StatusCode::PAYMENT_REQUIRED
-    );
+    let coupon = send(&client, "POST", "/paid_user/cart", "coupon=FREE100").await;
+    assert_eq!(coupon.status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(coupon.text(), "402 Payment Required\n");
     assert_eq!(
         send(&client, "GET", "/paid_user/cart", "").await.status,
         StatusCode::OK

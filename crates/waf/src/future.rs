@@ -126,7 +126,7 @@ where
     S: Service<Request<WafBody<B>>, Response = Response<ResBody>>,
     B: Body<Data = Bytes> + Unpin,
     B::Error: Unpin,
-    ResBody: Default,
+    ResBody: From<Bytes>,
 {
     type Output = Result<Response<ResBody>, S::Error>;
 
@@ -209,7 +209,7 @@ fn decide<S, B, ResBody>(mut ctx: Ctx, mut service: S, req: Request<WafBody<B>>)
 where
     S: Service<Request<WafBody<B>>, Response = Response<ResBody>>,
     B: Body,
-    ResBody: Default,
+    ResBody: From<Bytes>,
 {
     match ctx.intervene() {
         Some(refusal) => {

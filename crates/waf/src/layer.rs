@@ -187,7 +187,7 @@ impl Ctx {
     }
 
     /// The intervention, if a rule asked for one, logged and counted, as a response.
-    pub(crate) fn intervene<B: Default>(&mut self) -> Option<Response<B>> {
+    pub(crate) fn intervene<B: From<Bytes>>(&mut self) -> Option<Response<B>> {
         self.log_matches();
         let it = self.txn.intervention()?;
         self.shared.count_blocked();
@@ -213,17 +213,20 @@ impl Ctx {
         );
         // The audit log otherwise records the status of a response that never came (200).
         let _ = self.txn.update_status_code(status.as_u16());
-        let mut res = Response::new(B::default());
+        // A refusal says what it is in a line of text, as the other guards' do; a redirect
+        // has no body.
+        let Some(location) = location else {
+            return Some(refused(status));
+        };
+        let mut res = Response::new(B::from(Bytes::new()));
         *res.status_mut() = status;
-        if let Some(location) = location {
-            res.headers_mut().insert(header::LOCATION, location);
-        }
+        res.headers_mut().insert(header::LOCATION, location);
         Some(res)
     }
 
     /// The rest of the transaction once the response headers are known: phase 3, then
     /// phase 5 (the audit log), off the runtime when there is something to write.
-    pub(crate) fn response<B: Default>(mut self, res: Response<B>) -> Response<B> {
+    pub(crate) fn response<B: From<Bytes>>(mut self, res: Response<B>) -> Response<B> {
         for (name, value) in res.headers() {
             let _ = self
                 .txn
@@ -338,7 +341,7 @@ fn begin<B>(req: &Request<B>, shared: &Arc<Inner>, rules: &Arc<RuleSet>) -> Ctx 
 
 /// `413` for a body over the limit when the action is `Reject`; the connection is closed,
 /// since the rest of the body is still on it.
-pub(crate) fn too_large<B: Default>(ctx: &Ctx) -> Response<B> {
+pub(crate) fn too_large<B: From<Bytes>>(ctx: &Ctx) -> Response<B> {
     ctx.shared.count_blocked();
     tracing::warn!(
         target: "towergate_waf",
@@ -349,11 +352,17 @@ pub(crate) fn too_large<B: Default>(ctx: &Ctx) -> Response<B> {
         client = ?ctx.client,
         "request blocked: body over waf.request_body_limit (request_body_limit_action = Reject)"
     );
-    let mut res = Response::new(B::default());
-    *res.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+    let mut res = refused::<B>(StatusCode::PAYLOAD_TOO_LARGE);
     res.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     res
+}
+
+/// `status` with its code and reason as a line of plain text.
+fn refused<B: From<Bytes>>(status: StatusCode) -> Response<B> {
+    let reason = status.canonical_reason().unwrap_or("Refused");
+    let text = Bytes::from(format!("{} {reason}\n", status.as_u16()));
+    towergate_guard::refusal(status, text)
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Waf<S>
@@ -361,7 +370,7 @@ where
     S: Service<Request<WafBody<ReqBody>>, Response = Response<ResBody>> + Clone,
     ReqBody: Body<Data = Bytes> + Unpin,
     ReqBody::Error: Unpin,
-    ResBody: Default,
+    ResBody: From<Bytes>,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
