@@ -149,6 +149,7 @@ const H2_PREFACE_START: &[u8] = b"PRI ";
 async fn sniff_h2c(stream: &TcpStream, timeout: Duration) -> Option<bool> {
     let sniff = async {
         let mut start = [0u8; H2_PREFACE_START.len()];
+        let mut pause = Duration::from_millis(5);
         loop {
             let n = stream.peek(&mut start).await.ok()?;
             if n == 0 || start[..n] != H2_PREFACE_START[..n] {
@@ -157,9 +158,12 @@ async fn sniff_h2c(stream: &TcpStream, timeout: Duration) -> Option<bool> {
             if n == start.len() {
                 return Some(true);
             }
-            // The socket stays readable while it holds the bytes a peek left there: wait a
-            // little instead of spinning until the rest of the preface's start arrives.
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            // "P", "PR" or "PRI" so far, which real clients never send alone. The socket
+            // stays readable while it holds the bytes a peek left there, so wait instead of
+            // spinning, longer each time: a client that stops there costs a few wake-ups a
+            // second until the timeout closes it.
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
         }
     };
     tokio::time::timeout(timeout, sniff).await.ok().flatten()
