@@ -420,6 +420,95 @@ impl ConfigError {
     }
 }
 
+/// The dotted path of the key whose name or value holds byte `at` of `text` (e.g.
+/// `server.timeout`, `pool.web.members[0].url`), for an error the TOML deserializer
+/// reports by position only.
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let doc = toml_edit::ImDocument::parse(text).ok()?;
+    let mut path = String::new();
+    key_in_table(doc.as_table(), at, &mut path).then_some(path)
+}
+
+/// Whether `message` starts with a key path in the section of `key`.
+fn names_a_key(message: &str, key: &str) -> bool {
+    let section = key.split(['.', '[']).next().unwrap_or(key);
+    message
+        .strip_prefix(section)
+        .is_some_and(|rest| rest.starts_with(['.', ':']))
+}
+
+fn holds(span: Option<std::ops::Range<usize>>, at: usize) -> bool {
+    span.is_some_and(|s| s.contains(&at))
+}
+
+fn push_key(path: &mut String, key: &str) {
+    if !path.is_empty() {
+        path.push('.');
+    }
+    path.push_str(key);
+}
+
+fn key_in_table(table: &toml_edit::Table, at: usize, path: &mut String) -> bool {
+    for (name, item) in table.iter() {
+        let len = path.len();
+        push_key(path, name);
+        let on_key = holds(table.key(name).and_then(toml_edit::Key::span), at);
+        let found = on_key
+            || match item {
+                toml_edit::Item::Value(value) => key_in_value(value, at, path),
+                toml_edit::Item::Table(table) => key_in_table(table, at, path),
+                toml_edit::Item::ArrayOfTables(tables) => {
+                    tables.iter().enumerate().any(|(i, table)| {
+                        let len = path.len();
+                        path.push_str(&format!("[{i}]"));
+                        key_in_table(table, at, path) || {
+                            path.truncate(len);
+                            false
+                        }
+                    })
+                }
+                toml_edit::Item::None => false,
+            };
+        if found {
+            return true;
+        }
+        path.truncate(len);
+    }
+    false
+}
+
+fn key_in_value(value: &toml_edit::Value, at: usize, path: &mut String) -> bool {
+    if !holds(value.span(), at) {
+        return false;
+    }
+    match value {
+        toml_edit::Value::InlineTable(table) => {
+            for (name, inner) in table.iter() {
+                let len = path.len();
+                push_key(path, name);
+                if holds(table.key(name).and_then(toml_edit::Key::span), at)
+                    || key_in_value(inner, at, path)
+                {
+                    return true;
+                }
+                path.truncate(len);
+            }
+        }
+        toml_edit::Value::Array(array) => {
+            for (i, inner) in array.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                if key_in_value(inner, at, path) {
+                    return true;
+                }
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+    true
+}
+
 fn line_col(text: &str, at: usize) -> (usize, usize) {
     let before = &text[..at.min(text.len())];
     let line = before.matches('\n').count() + 1;
@@ -441,8 +530,14 @@ impl Config {
     /// Parses and checks config text; `file` names it in errors.
     pub fn from_toml(text: &str, file: &Path) -> Result<Self, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| {
-            let message = e.message().trim().to_owned();
-            ConfigError::at(file, text, e.span().map(|s| s.start), message)
+            let at = e.span().map(|s| s.start);
+            let message = e.message().trim();
+            // Messages of our own deserializers may name their key already (`server.x: ...`).
+            let message = match at.and_then(|at| key_at(text, at)) {
+                Some(key) if !names_a_key(message, &key) => format!("{key}: {message}"),
+                _ => message.to_owned(),
+            };
+            ConfigError::at(file, text, at, message)
         })?;
         // File names in the config are relative to the config file.
         let base = file.parent().unwrap_or(Path::new(""));
@@ -612,9 +707,28 @@ mod tests {
     fn unknown_key_names_file_line_column_and_key() {
         let err = parse("[server]\nlisten = [\"127.0.0.1:0\"]\nlistn = 1\n").unwrap_err();
         assert!(
-            err.starts_with("t.toml:3:1: unknown field `listn`"),
+            err.starts_with("t.toml:3:1: server.listn: unknown field `listn`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn type_errors_name_the_key() {
+        let err = parse("[server]\nlisten = [\"127.0.0.1:0\"]\ntimeout = 5\n").unwrap_err();
+        assert!(
+            err.starts_with("t.toml:3:11: server.timeout: invalid type: integer `5`"),
+            "{err}"
+        );
+        let err = parse(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n[pool.web]\nmembers = [{ url = \"http://a\" }, { url = 5 }]\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("t.toml:4:42: pool.web.members[1].url: invalid type"),
+            "{err}"
+        );
+        let err = parse("[server]\nlisten = [\"127.0.0.1:0\"]\n[[route]]\nprefix = \"/\"\nupstream = \"http://x\"\n[[route]]\nprefix = 7\n").unwrap_err();
+        assert!(err.starts_with("t.toml:7:10: route[1].prefix: "), "{err}");
     }
 
     #[test]

@@ -190,7 +190,7 @@ fn config_errors_name_the_key_and_the_fix() {
     };
     let err = parse("[acl]\norder = \"deny,allow\"\nallow = [\"all\", \"example.com\"]\n");
     assert!(
-        err.starts_with("front.toml:5:9: `example.com` is not \"all\""),
+        err.starts_with("front.toml:5:9: acl.allow: `example.com` is not \"all\""),
         "{err}"
     );
     let err = parse("[acl]\nallow = \"all\"\n");

@@ -25,7 +25,10 @@ fn check_names_file_line_column_and_the_typoed_key() {
         "[server]\nlisten = [\"127.0.0.1:8080\"]\n\n[[route]]\nprefix = \"/\"\nupstrem = \"http://a.lan\"\n",
     );
     assert!(!ok);
-    let expected = format!("{}:6:1: unknown field `upstrem`", file.path().display());
+    let expected = format!(
+        "{}:6:1: route[0].upstrem: unknown field `upstrem`",
+        file.path().display()
+    );
     assert!(stderr.starts_with(&expected), "{stderr}");
     assert!(
         stderr.contains("`upstream`"),

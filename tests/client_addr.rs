@@ -154,7 +154,9 @@ fn a_bad_trusted_proxy_is_a_located_config_error() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.starts_with("front.toml:4:19: `lb.lan` is not an IP address"),
+        err.starts_with(
+            "front.toml:4:19: client_addr.trusted_proxies: `lb.lan` is not an IP address"
+        ),
         "{err}"
     );
 }
