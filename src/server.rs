@@ -107,14 +107,10 @@ impl Protocols {
     /// Serves `io` as HTTP/2 when `h2` says so (and HTTP/2 is on), else as HTTP/1.1 with
     /// upgrades, until it closes, or until it has finished its requests once `drain` says
     /// so.
-    async fn serve<I, S, B>(&self, io: I, h2: bool, service: S, drain: Drain, peer: SocketAddr)
+    async fn serve<I, S>(&self, io: I, h2: bool, service: S, drain: Drain, peer: SocketAddr)
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-        S: hyper::service::HttpService<Incoming, ResBody = B> + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
+        S: ConnService,
     {
         let result = match self.http2.as_ref().filter(|_| h2) {
             // Boxed: an HTTP/2 connection's state is several times an HTTP/1 one's and
@@ -136,6 +132,28 @@ impl Protocols {
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         }
     }
+}
+
+/// A service hyper can serve a connection with, as the gateway's are: its bounds, spelled
+/// once.
+trait ConnService:
+    hyper::service::HttpService<
+        Incoming,
+        Future: Send + 'static,
+        Error: Into<BoxError>,
+        ResBody: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static,
+    > + 'static
+{
+}
+
+impl<S> ConnService for S where
+    S: hyper::service::HttpService<
+            Incoming,
+            Future: Send + 'static,
+            Error: Into<BoxError>,
+            ResBody: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static,
+        > + 'static
+{
 }
 
 /// The start of the HTTP/2 connection preface; no HTTP/1 request starts with it (RFC 9113
@@ -287,20 +305,14 @@ pub async fn serve<S, B>(
 
 /// Serves one cleartext connection: HTTP/2 when it starts with the preface (and HTTP/2 is
 /// on), else HTTP/1.1.
-async fn serve_plain<S, B>(
+async fn serve_plain<S: ConnService>(
     stream: TcpStream,
     handshake_timeout: Duration,
     protocols: &Protocols,
     service: S,
     mut drain: Drain,
     peer: SocketAddr,
-) where
-    S: hyper::service::HttpService<Incoming, ResBody = B> + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+) {
     let h2 = match protocols.http2 {
         None => false,
         Some(_) => tokio::select! {
@@ -319,7 +331,7 @@ async fn serve_plain<S, B>(
 
 /// Serves one TLS connection: the handshake within `handshake_timeout`, then HTTP/2 when
 /// ALPN chose it, else HTTP/1.1.
-async fn serve_tls<S, B>(
+async fn serve_tls<S: ConnService>(
     stream: TcpStream,
     acceptor: tokio_rustls::TlsAcceptor,
     handshake_timeout: Duration,
@@ -327,13 +339,7 @@ async fn serve_tls<S, B>(
     service: S,
     drain: Drain,
     peer: SocketAddr,
-) where
-    S: hyper::service::HttpService<Incoming, ResBody = B> + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+) {
     let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
