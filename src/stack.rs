@@ -58,6 +58,14 @@ fn upstream_tls(config: &Config) -> anyhow::Result<towergate_proxy::UpstreamTls>
     Ok(tls)
 }
 
+/// The body of the stack's answers: the forwarder's, passed through the WAF when the build
+/// has it (which may hold an answer back to inspect its body).
+#[cfg(feature = "waf")]
+pub type StackBody = towergate_waf::WafBody<ProxyBody>;
+/// The body of the stack's answers: the forwarder's.
+#[cfg(not(feature = "waf"))]
+pub type StackBody = ProxyBody;
+
 /// Builds the service for `config`, and the background work it needs. Parts that must
 /// survive a reload (pool health, block lists) are taken from `carry`.
 pub fn build(
@@ -67,7 +75,7 @@ pub fn build(
     Stack<
         impl Service<
             Request<Incoming>,
-            Response = Response<ResponseBody<ProxyBody>>,
+            Response = Response<ResponseBody<StackBody>>,
             Error = Infallible,
             Future = impl Send + use<>,
         >
@@ -318,7 +326,7 @@ fn access_log(config: &Config, carry: &Carryover) -> anyhow::Result<AccessLogLay
 
 /// Without a configured signature no answer names a server: the backends' `Server` headers
 /// (product and version) are removed too.
-fn strip_server(mut res: Response<ProxyBody>) -> Response<ProxyBody> {
+fn strip_server<B>(mut res: Response<B>) -> Response<B> {
     res.headers_mut().remove(header::SERVER);
     res
 }

@@ -290,3 +290,78 @@ rules = [
         "{text}"
     );
 }
+
+/// An origin with answers for the response-body rules: `/leak`, `/late` and `/big` carry
+/// the phrase a rule refuses (`/late` only after its first 100 bytes, `/big` after 40 KB),
+/// `/json` carries it in a type that is not inspected, `/fine` and `/big-fine` do not.
+async fn leaky_origin() -> Backend {
+    Backend::with_handler("leaky", |req: Request<hyper::body::Incoming>| async move {
+        let (kind, body) = match req.uri().path() {
+            "/leak" => ("text/html", "<p>your card number is 4111</p>".to_owned()),
+            "/late" => ("text/html", format!("{}card number", "x".repeat(100))),
+            "/json" => ("application/json", r#"{"card number": 4111}"#.to_owned()),
+            "/big" => ("text/html", format!("{}card number", "x".repeat(40_000))),
+            "/big-fine" => ("text/html", "x".repeat(40_000)),
+            _ => ("text/plain; charset=utf-8", "nothing to see".to_owned()),
+        };
+        http::Response::builder()
+            .header("content-type", kind)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn response_bodies_of_the_listed_types_are_inspected_up_to_the_limit() {
+    let origin = leaky_origin().await;
+    let waf = |action: &str| {
+        format!(
+            r#"{}
+[waf]
+response_body_access = true
+response_body_limit = 64
+response_body_limit_action = "{action}"
+rules = ['''SecRule RESPONSE_BODY "@contains card number" "id:10020,phase:4,deny,status:403,log,msg:'leak'"''']
+"#,
+            route("/", &origin.url())
+        )
+    };
+    let gw = start_gateway(&waf("ProcessPartial")).await;
+    let client = Client::new(gw.addr());
+    let leak = send(&client, "GET", "/leak", "").await;
+    assert_eq!(leak.status, StatusCode::FORBIDDEN);
+    assert_eq!(leak.text(), "403 Forbidden\n");
+    let fine = send(&client, "GET", "/fine", "").await;
+    assert_eq!(
+        (fine.status, fine.text().as_str()),
+        (StatusCode::OK, "nothing to see")
+    );
+    // Not a type to inspect: passes as it is.
+    let json = send(&client, "GET", "/json", "").await;
+    assert_eq!(json.status, StatusCode::OK);
+    assert!(json.text().contains("card number"));
+    // Only the first 64 bytes are inspected; the whole answer is sent.
+    let late = send(&client, "GET", "/late", "").await;
+    assert_eq!(late.status, StatusCode::OK);
+    assert_eq!(late.body.len(), 111);
+
+    // With Reject, an answer over the limit is refused.
+    let gw = start_gateway(&waf("Reject")).await;
+    let client = Client::new(gw.addr());
+    let late = send(&client, "GET", "/late", "").await;
+    assert_eq!(late.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let fine = send(&client, "GET", "/fine", "").await;
+    assert_eq!(fine.status, StatusCode::OK);
+
+    // Bodies over 16 KiB are evaluated on the blocking pool, with the same outcome.
+    let gw = start_gateway(&waf("ProcessPartial").replace("response_body_limit = 64\n", "")).await;
+    let client = Client::new(gw.addr());
+    assert_eq!(
+        send(&client, "GET", "/big", "").await.status,
+        StatusCode::FORBIDDEN
+    );
+    let big = send(&client, "GET", "/big-fine", "").await;
+    assert_eq!((big.status, big.body.len()), (StatusCode::OK, 40_000));
+}

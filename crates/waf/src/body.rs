@@ -1,5 +1,5 @@
-//! The request body handed on after inspection: the chunks read for it, then whatever the
-//! client has not sent yet.
+//! A body handed on after inspection, request or response: the chunks read for it, then
+//! whatever has not arrived yet.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -9,9 +9,10 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 
-/// A request body whose first part was read (and inspected) by the WAF: that part is
-/// replayed, then the rest streams from the client as it arrives. Errors of the client's
-/// body (e.g. one cut off by a size limit) come out in their place.
+/// A body whose first part was read (and inspected) by the WAF: that part is replayed,
+/// then the rest streams as it arrives. Errors of the body (e.g. a request cut off by a
+/// size limit) come out in their place. Every request and every answer through the WAF
+/// has one; those not inspected only pass through it.
 #[derive(Debug)]
 pub struct WafBody<B: Body> {
     chunks: VecDeque<Bytes>,
@@ -44,6 +45,13 @@ impl<B: Body> WafBody<B> {
             error,
             rest,
         }
+    }
+}
+
+/// A body of its own (a refusal's text, a document), not read by the WAF.
+impl<B: Body + From<Bytes>> From<Bytes> for WafBody<B> {
+    fn from(bytes: Bytes) -> Self {
+        Self::new(B::from(bytes))
     }
 }
 

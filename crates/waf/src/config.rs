@@ -77,6 +77,25 @@ pub struct WafConfig {
     /// What a larger body gets (`SecRequestBodyLimitAction`: `Reject` or `ProcessPartial`).
     #[serde(default)]
     pub request_body_limit_action: BodyLimitAction,
+    /// Inspect response bodies (`SecResponseBodyAccess`, phase 4) of the types in
+    /// `response_body_mime_types`. Such an answer is held back until its body, up to
+    /// `response_body_limit`, has been read and inspected, so that a rule can still refuse
+    /// it; other answers stream as before.
+    #[serde(default)]
+    pub response_body_access: bool,
+    /// The most bytes of a response body held and inspected (`SecResponseBodyLimit`;
+    /// ModSecurity's default, 512 KiB).
+    #[serde(default = "default_response_body_limit")]
+    pub response_body_limit: usize,
+    /// What a larger response body gets (`SecResponseBodyLimitAction`): `ProcessPartial`
+    /// (the default here, as in ModSecurity's recommended configuration: the first
+    /// `response_body_limit` bytes are inspected, the whole answer is sent) or `Reject`
+    /// (500).
+    #[serde(default = "process_partial")]
+    pub response_body_limit_action: BodyLimitAction,
+    /// The media types whose bodies are inspected (`SecResponseBodyMimeType`).
+    #[serde(default = "default_response_body_mime_types")]
+    pub response_body_mime_types: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -85,6 +104,18 @@ fn yes() -> bool {
 
 fn default_body_limit() -> usize {
     128 * 1024
+}
+
+fn default_response_body_limit() -> usize {
+    512 * 1024
+}
+
+fn process_partial() -> BodyLimitAction {
+    BodyLimitAction::ProcessPartial
+}
+
+fn default_response_body_mime_types() -> Vec<String> {
+    vec!["text/plain".into(), "text/html".into()]
 }
 
 impl Default for WafConfig {
@@ -96,6 +127,10 @@ impl Default for WafConfig {
             request_body_access: true,
             request_body_limit: default_body_limit(),
             request_body_limit_action: BodyLimitAction::default(),
+            response_body_access: false,
+            response_body_limit: default_response_body_limit(),
+            response_body_limit_action: process_partial(),
+            response_body_mime_types: default_response_body_mime_types(),
         }
     }
 }
@@ -164,11 +199,25 @@ impl WafConfig {
     /// then `rules`. Rule parsing takes a while for the whole CRS (a few hundred
     /// milliseconds); do it once and clone the layer.
     pub fn build(&self, base: &Path) -> Result<WafLayer, WafError> {
-        let v = self.request_body_limit;
-        if v == 0 || v > 1 << 30 {
+        for (key, v) in [
+            ("request_body_limit", self.request_body_limit),
+            ("response_body_limit", self.response_body_limit),
+        ] {
+            if v == 0 || v > 1 << 30 {
+                return Err(WafError::Limit {
+                    key,
+                    message: format!("{v} is out of range (1 byte to 1 GiB)"),
+                });
+            }
+        }
+        if let Some(bad) = self
+            .response_body_mime_types
+            .iter()
+            .find(|t| !is_media_type(t))
+        {
             return Err(WafError::Limit {
-                key: "request_body_limit",
-                message: format!("{v} is out of range (1 byte to 1 GiB)"),
+                key: "response_body_mime_types",
+                message: format!("`{bad}` is not a media type like \"text/html\""),
             });
         }
         if !crate::ffi::AVAILABLE {
@@ -178,15 +227,26 @@ impl WafConfig {
         }
         let files = self.files(base)?;
         let mut set = RuleSet::new().map_err(WafError::Unavailable)?;
+        let on_off = |on: bool| if on { "On" } else { "Off" };
+        // libmodsecurity gets no more of a response body than the limit: what a larger one
+        // gets is decided here.
         let head = format!(
-            "{}SecRequestBodyAccess {}\nSecResponseBodyAccess Off\n",
+            "{}SecRequestBodyAccess {}\nSecResponseBodyAccess {}\nSecResponseBodyLimit {}\n\
+             SecResponseBodyLimitAction ProcessPartial\nSecResponseBodyMimeType {}\n",
             self.engine.directive(),
-            if self.request_body_access {
-                "On"
-            } else {
-                "Off"
-            },
+            on_off(self.request_body_access),
+            on_off(self.response_body_access),
+            self.response_body_limit,
+            self.response_body_mime_types.join(" "),
         );
+        let head = if self.response_body_mime_types.is_empty() {
+            head.replace(
+                "SecResponseBodyMimeType \n",
+                "SecResponseBodyMimeTypesClear\n",
+            )
+        } else {
+            head
+        };
         set.add_text(&head)
             .map_err(|message| WafError::Rules { index: 0, message })?;
         for file in files {
@@ -199,4 +259,15 @@ impl WafConfig {
         }
         Ok(WafLayer::from_inner(Inner::new(Arc::new(set), self)))
     }
+}
+
+/// `type/subtype`, in the characters a media type may have.
+fn is_media_type(t: &str) -> bool {
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    t.split_once('/')
+        .is_some_and(|(kind, sub)| token(kind) && token(sub))
 }

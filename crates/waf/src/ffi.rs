@@ -96,6 +96,12 @@ mod sys {
             len: usize,
         ) -> c_int;
         pub fn msc_process_request_body(t: *mut Transaction) -> c_int;
+        pub fn msc_append_response_body(
+            t: *mut Transaction,
+            body: *const c_uchar,
+            len: usize,
+        ) -> c_int;
+        pub fn msc_process_response_body(t: *mut Transaction) -> c_int;
         pub fn msc_add_n_response_header(
             t: *mut Transaction,
             key: *const c_uchar,
@@ -511,6 +517,22 @@ impl Transaction {
         )
     }
 
+    /// Part of the response body, for phase 4.
+    pub(crate) fn append_response_body(&mut self, chunk: &[u8]) -> Result<(), CallFailed> {
+        // SAFETY: pointer and length of a live slice.
+        let n = unsafe { sys::msc_append_response_body(self.raw, chunk.as_ptr(), chunk.len()) };
+        check(n, "msc_append_response_body")
+    }
+
+    /// Phase 4: the response body.
+    pub(crate) fn process_response_body(&mut self) -> Result<(), CallFailed> {
+        // SAFETY: valid transaction.
+        check(
+            unsafe { sys::msc_process_response_body(self.raw) },
+            "msc_process_response_body",
+        )
+    }
+
     /// One response header.
     pub(crate) fn response_header(&mut self, name: &[u8], value: &[u8]) -> Result<(), CallFailed> {
         // SAFETY: pointer and length of live slices.
@@ -628,6 +650,12 @@ impl Transaction {
         Err(CallFailed(NO_LIB))
     }
     pub(crate) fn response_header(&mut self, _: &[u8], _: &[u8]) -> Result<(), CallFailed> {
+        Err(CallFailed(NO_LIB))
+    }
+    pub(crate) fn append_response_body(&mut self, _: &[u8]) -> Result<(), CallFailed> {
+        Err(CallFailed(NO_LIB))
+    }
+    pub(crate) fn process_response_body(&mut self) -> Result<(), CallFailed> {
         Err(CallFailed(NO_LIB))
     }
     pub(crate) fn process_response_headers(&mut self, _: u16, _: &CStr) -> Result<(), CallFailed> {

@@ -1,5 +1,6 @@
 //! The response future: reads and inspects the request body when there is one, calls the
-//! inner service, then inspects the response headers.
+//! inner service, inspects the response headers, and the response body when its type is
+//! one to inspect.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -14,17 +15,23 @@ use tokio::task::JoinHandle;
 use tower_service::Service;
 
 use crate::body::WafBody;
-use crate::layer::{Ctx, INLINE_BODY, too_large};
+use crate::layer::{Ctx, INLINE_BODY, response_too_large, too_large};
+
+/// What has been read of a body held for inspection.
+#[derive(Default)]
+struct Held {
+    chunks: VecDeque<Bytes>,
+    trailers: Option<HeaderMap>,
+    /// Bytes read so far.
+    seen: usize,
+}
 
 /// A request body being read for inspection.
 struct Reading<S, B: Body> {
     service: S,
     parts: http::request::Parts,
     body: B,
-    chunks: VecDeque<Bytes>,
-    trailers: Option<HeaderMap>,
-    /// Bytes read so far.
-    seen: usize,
+    held: Held,
     ctx: Ctx,
 }
 
@@ -32,6 +39,14 @@ struct Reading<S, B: Body> {
 struct Evaluated<S, B: Body> {
     service: S,
     req: Request<WafBody<B>>,
+}
+
+/// An answer whose body is read for phase 4; the body itself stays in `res`.
+struct Answer<R> {
+    res: R,
+    held: Held,
+    /// The body was read to its end.
+    ended: bool,
 }
 
 pin_project! {
@@ -63,6 +78,14 @@ pin_project! {
             #[pin]
             future: S::Future,
             ctx: Option<Ctx>,
+        },
+        ReadingAnswer {
+            answer: Option<Box<Answer<S::Response>>>,
+            ctx: Option<Ctx>,
+        },
+        EvaluatingAnswer {
+            handle: JoinHandle<Ctx>,
+            answer: Option<Box<Answer<S::Response>>>,
         },
     }
 }
@@ -103,9 +126,7 @@ where
                     service,
                     parts,
                     body,
-                    chunks: VecDeque::new(),
-                    trailers: None,
-                    seen: 0,
+                    held: Held::default(),
                     ctx,
                 })),
             },
@@ -126,29 +147,101 @@ where
     S: Service<Request<WafBody<B>>, Response = Response<ResBody>>,
     B: Body<Data = Bytes> + Unpin,
     B::Error: Unpin,
-    ResBody: From<Bytes>,
+    ResBody: Body<Data = Bytes> + From<Bytes> + Unpin,
+    ResBody::Error: Unpin,
 {
-    type Output = Result<Response<ResBody>, S::Error>;
+    type Output = Result<Response<WafBody<ResBody>>, S::Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             let mut this = self.as_mut().project();
             let next = match this.state.as_mut().project() {
                 StateProj::Refused { response } => {
-                    return Poll::Ready(Ok(response.take().expect("polled after completion")));
+                    let response = response.take().expect("polled after completion");
+                    return Poll::Ready(Ok(response.map(WafBody::new)));
                 }
                 StateProj::Inner { future, ctx } => {
                     let res = ready!(future.poll(cx))?;
-                    return Poll::Ready(Ok(match ctx.take() {
-                        Some(ctx) => ctx.response(res),
-                        None => res,
+                    let Some(mut ctx) = ctx.take() else {
+                        return Poll::Ready(Ok(res.map(WafBody::new)));
+                    };
+                    if let Some(refusal) = ctx.response_headers::<_, ResBody>(&res) {
+                        ctx.finish();
+                        return Poll::Ready(Ok(refusal.map(WafBody::new)));
+                    }
+                    if !ctx.inspects_body(&res) {
+                        ctx.pass();
+                        return Poll::Ready(Ok(res.map(WafBody::new)));
+                    }
+                    State::ReadingAnswer {
+                        answer: Some(Box::new(Answer {
+                            res,
+                            held: Held::default(),
+                            ended: false,
+                        })),
+                        ctx: Some(ctx),
+                    }
+                }
+                StateProj::ReadingAnswer { answer, ctx } => {
+                    let a = answer.as_mut().expect("polled after completion");
+                    let c = ctx.as_mut().expect("polled after completion");
+                    let limit = c.shared.response_body.as_ref().map_or(0, |r| r.limit);
+                    let outcome = ready!(read(a.res.body_mut(), &mut a.held, limit, cx, |chunk| {
+                        let _ = c.txn.append_response_body(chunk);
                     }));
+                    let mut a = answer.take().expect("polled after completion");
+                    let mut ctx = ctx.take().expect("polled after completion");
+                    match outcome {
+                        Read::Done(None) => a.ended = true,
+                        // A broken body is not inspected: the client gets what came, then
+                        // the break.
+                        Read::Done(Some(e)) => {
+                            ctx.pass();
+                            let Held {
+                                chunks, trailers, ..
+                            } = a.held;
+                            let (parts, _) = a.res.into_parts();
+                            let body = WafBody::replay(chunks, trailers, Some(e), None);
+                            return Poll::Ready(Ok(Response::from_parts(parts, body)));
+                        }
+                        Read::OverLimit if rejects_large_answers(&ctx) => {
+                            let res = response_too_large::<ResBody>(&ctx);
+                            ctx.finish();
+                            return Poll::Ready(Ok(res.map(WafBody::new)));
+                        }
+                        Read::OverLimit => {}
+                    }
+                    let inspected = a.held.seen.min(limit);
+                    match tokio::runtime::Handle::try_current() {
+                        Ok(rt) if inspected > INLINE_BODY => State::EvaluatingAnswer {
+                            handle: rt.spawn_blocking(move || {
+                                let _ = ctx.txn.process_response_body();
+                                ctx
+                            }),
+                            answer: Some(a),
+                        },
+                        _ => {
+                            let _ = ctx.txn.process_response_body();
+                            return Poll::Ready(Ok(answer_decided(ctx, *a)));
+                        }
+                    }
+                }
+                StateProj::EvaluatingAnswer { handle, answer } => {
+                    let ctx = match ready!(Pin::new(handle).poll(cx)) {
+                        Ok(ctx) => ctx,
+                        Err(e) => std::panic::resume_unwind(e.into_panic()),
+                    };
+                    let a = answer.take().expect("polled after completion");
+                    return Poll::Ready(Ok(answer_decided(ctx, *a)));
                 }
                 StateProj::Reading { reading } => {
                     let r = reading.as_mut().expect("polled after completion");
-                    let outcome = ready!(read(r, cx));
-                    let r = reading.take().expect("polled after completion");
                     let limit = r.ctx.shared.body_limit;
+                    let txn = &mut r.ctx.txn;
+                    let outcome = ready!(read(&mut r.body, &mut r.held, limit, cx, |chunk| {
+                        let _ = txn.append_request_body(chunk);
+                    }));
+                    let r = reading.take().expect("polled after completion");
                     let (error, rest) = match outcome {
                         Read::Done(error) => (error, None),
                         Read::OverLimit if r.ctx.shared.reject_over_limit => {
@@ -164,15 +257,13 @@ where
                     let Reading {
                         service,
                         parts,
-                        chunks,
-                        trailers,
-                        seen,
+                        held,
                         mut ctx,
                         ..
                     } = *r;
-                    let req =
-                        Request::from_parts(parts, WafBody::replay(chunks, trailers, error, rest));
-                    let inspected = seen.min(limit);
+                    let inspected = held.seen.min(limit);
+                    let body = WafBody::replay(held.chunks, held.trailers, error, rest);
+                    let req = Request::from_parts(parts, body);
                     match tokio::runtime::Handle::try_current() {
                         Ok(rt) if inspected > INLINE_BODY => State::Evaluating {
                             handle: rt.spawn_blocking(move || {
@@ -204,6 +295,33 @@ where
     }
 }
 
+fn rejects_large_answers(ctx: &Ctx) -> bool {
+    ctx.shared
+        .response_body
+        .as_ref()
+        .is_some_and(|r| r.reject_over_limit)
+}
+
+/// After phase 4: the rule's answer, or the answer with what was read of its body replayed
+/// before the rest.
+fn answer_decided<R>(mut ctx: Ctx, answer: Answer<Response<R>>) -> Response<WafBody<R>>
+where
+    R: Body + From<Bytes>,
+{
+    if let Some(refusal) = ctx.intervene::<R>() {
+        ctx.finish();
+        return refusal.map(WafBody::new);
+    }
+    ctx.pass();
+    let Answer { res, held, ended } = answer;
+    let (parts, body) = res.into_parts();
+    let rest = (!ended).then_some(body);
+    Response::from_parts(
+        parts,
+        WafBody::replay(held.chunks, held.trailers, None, rest),
+    )
+}
+
 /// After phase 2: the rule's answer, or the inner service's future.
 fn decide<S, B, ResBody>(mut ctx: Ctx, mut service: S, req: Request<WafBody<B>>) -> State<S, B>
 where
@@ -225,35 +343,40 @@ where
     }
 }
 
-/// Reads body frames, feeding the first `limit` bytes to the transaction, until the body
-/// ends, fails, or goes past the limit.
-fn read<S, B>(r: &mut Reading<S, B>, cx: &mut Context<'_>) -> Poll<Read<B::Error>>
+/// Reads body frames into `held`, handing the first `limit` bytes to `inspect`, until the
+/// body ends, fails, or goes past the limit.
+fn read<B>(
+    body: &mut B,
+    held: &mut Held,
+    limit: usize,
+    cx: &mut Context<'_>,
+    mut inspect: impl FnMut(&[u8]),
+) -> Poll<Read<B::Error>>
 where
     B: Body<Data = Bytes> + Unpin,
 {
-    let limit = r.ctx.shared.body_limit;
     loop {
-        if r.seen > limit {
+        if held.seen > limit {
             return Poll::Ready(Read::OverLimit);
         }
-        match ready!(Pin::new(&mut r.body).poll_frame(cx)) {
+        match ready!(Pin::new(&mut *body).poll_frame(cx)) {
             None => return Poll::Ready(Read::Done(None)),
             Some(Err(e)) => return Poll::Ready(Read::Done(Some(e))),
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
-                    let room = limit.saturating_sub(r.seen);
+                    let room = limit.saturating_sub(held.seen);
                     let take = data.len().min(room);
                     if take > 0 {
-                        let _ = r.ctx.txn.append_request_body(&data[..take]);
+                        inspect(&data[..take]);
                     }
-                    r.seen += data.len();
+                    held.seen += data.len();
                     if !data.is_empty() {
-                        r.chunks.push_back(data);
+                        held.chunks.push_back(data);
                     }
                 }
                 Err(frame) => {
                     if let Ok(trailers) = frame.into_trailers() {
-                        r.trailers = Some(trailers);
+                        held.trailers = Some(trailers);
                     }
                 }
             },

@@ -51,7 +51,31 @@ pub(crate) struct Inner {
     pub(crate) body_access: bool,
     pub(crate) body_limit: usize,
     pub(crate) reject_over_limit: bool,
+    /// `None`: response bodies are not inspected.
+    pub(crate) response_body: Option<ResponseBodyRules>,
     counters: Counters,
+}
+
+/// Which response bodies are inspected, and how much of them.
+#[derive(Debug)]
+pub(crate) struct ResponseBodyRules {
+    pub(crate) limit: usize,
+    pub(crate) reject_over_limit: bool,
+    /// Lowercase `type/subtype`.
+    mime_types: Vec<String>,
+}
+
+impl ResponseBodyRules {
+    /// Whether an answer with `content_type` has its body inspected.
+    fn inspects(&self, content_type: Option<&HeaderValue>) -> bool {
+        let Some(media) = content_type.and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        let media = media.split(';').next().unwrap_or("").trim();
+        self.mime_types
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(media))
+    }
 }
 
 impl std::fmt::Debug for RuleSet {
@@ -69,6 +93,18 @@ impl Inner {
             // DetectionOnly never blocks, not even for size (as ModSecurity 2 behaves).
             reject_over_limit: c.request_body_limit_action == BodyLimitAction::Reject
                 && c.engine == Engine::On,
+            response_body: (c.response_body_access && c.engine != Engine::Off).then(|| {
+                ResponseBodyRules {
+                    limit: c.response_body_limit,
+                    reject_over_limit: c.response_body_limit_action == BodyLimitAction::Reject
+                        && c.engine == Engine::On,
+                    mime_types: c
+                        .response_body_mime_types
+                        .iter()
+                        .map(|t| t.to_ascii_lowercase())
+                        .collect(),
+                }
+            }),
             counters: Counters::default(),
         }
     }
@@ -105,6 +141,7 @@ impl WafLayer {
             body_access: false,
             body_limit: 0,
             reject_over_limit: false,
+            response_body: None,
             counters: Counters::default(),
         })
     }
@@ -224,9 +261,11 @@ impl Ctx {
         Some(res)
     }
 
-    /// The rest of the transaction once the response headers are known: phase 3, then
-    /// phase 5 (the audit log), off the runtime when there is something to write.
-    pub(crate) fn response<B: From<Bytes>>(mut self, res: Response<B>) -> Response<B> {
+    /// Phase 3, the response headers: the refusal a rule asked for, if any.
+    pub(crate) fn response_headers<B, R: From<Bytes>>(
+        &mut self,
+        res: &Response<B>,
+    ) -> Option<Response<R>> {
         for (name, value) in res.headers() {
             let _ = self
                 .txn
@@ -236,17 +275,29 @@ impl Ctx {
         let _ = self
             .txn
             .process_response_headers(res.status().as_u16(), protocol);
-        let res = match self.intervene::<B>() {
-            Some(refusal) => refusal,
-            None => {
-                if self.matched {
-                    self.shared.count_detected();
-                }
-                res
-            }
+        self.intervene()
+    }
+
+    /// Whether phase 4 reads the body of `res`: response bodies are inspected, it has one,
+    /// and it is of a type to inspect.
+    pub(crate) fn inspects_body<B: Body>(&self, res: &Response<B>) -> bool {
+        let Some(rules) = &self.shared.response_body else {
+            return false;
         };
+        let status = res.status().as_u16();
+        self.method != Method::HEAD
+            && !matches!(status, 100..=199 | 204 | 304)
+            && !res.body().is_end_stream()
+            && rules.inspects(res.headers().get(header::CONTENT_TYPE))
+    }
+
+    /// The end of a transaction whose answer goes out: counted as detected when a rule
+    /// matched, then phase 5.
+    pub(crate) fn pass(self) {
+        if self.matched {
+            self.shared.count_detected();
+        }
         self.finish();
-        res
     }
 
     /// Phase 5 and cleanup: the audit log may be written, which is file I/O, so a
@@ -359,6 +410,22 @@ pub(crate) fn too_large<B: From<Bytes>>(ctx: &Ctx) -> Response<B> {
 }
 
 /// `status` with its code and reason as a line of plain text.
+/// `500` for a response body over the limit when its action is `Reject`
+/// (ModSecurity's answer to it).
+pub(crate) fn response_too_large<B: From<Bytes>>(ctx: &Ctx) -> Response<B> {
+    ctx.shared.count_blocked();
+    tracing::warn!(
+        target: "towergate_waf",
+        status = 500,
+        limit = ctx.shared.response_body.as_ref().map_or(0, |r| r.limit),
+        method = %ctx.method,
+        uri = %ctx.uri,
+        client = ?ctx.client,
+        "response blocked: body over waf.response_body_limit (response_body_limit_action = Reject)"
+    );
+    refused(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
 fn refused<B: From<Bytes>>(status: StatusCode) -> Response<B> {
     let reason = status.canonical_reason().unwrap_or("Refused");
     let text = Bytes::from(format!("{} {reason}\n", status.as_u16()));
@@ -370,9 +437,10 @@ where
     S: Service<Request<WafBody<ReqBody>>, Response = Response<ResBody>> + Clone,
     ReqBody: Body<Data = Bytes> + Unpin,
     ReqBody::Error: Unpin,
-    ResBody: From<Bytes>,
+    ResBody: Body<Data = Bytes> + From<Bytes> + Unpin,
+    ResBody::Error: Unpin,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<WafBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S, ReqBody>;
 

@@ -3,8 +3,9 @@
 //! [`WafLayer`] runs one [libmodsecurity 3](https://github.com/owasp-modsecurity/ModSecurity)
 //! transaction per request: the connection (client address), the request line, the request
 //! headers (phase 1), the request body (phase 2, read up to `request_body_limit`), and,
-//! once the inner service answers, the response headers (phase 3), then the audit log
-//! (phase 5) as the rules configure it. When a rule's disruptive action fires (`deny`,
+//! once the inner service answers, the response headers (phase 3), the response body when
+//! `response_body_access` is on and its type is listed (phase 4, read up to
+//! `response_body_limit`), then the audit log (phase 5) as the rules configure it. When a rule's disruptive action fires (`deny`,
 //! `block` under the CRS's anomaly scoring, `redirect`), the request is answered with the
 //! status the rule names (usually `403 Forbidden`) or a redirect, and the rule's id and
 //! message go to a `tracing` event (target `towergate_waf`, "request blocked"). Every rule
@@ -37,23 +38,28 @@
 //! 128 KiB by default) and inspected; a larger one is refused with `413`
 //! (`request_body_limit_action = "Reject"`, the default) or inspected up to the limit and
 //! forwarded whole (`"ProcessPartial"`). The body is then replayed to the inner service,
-//! followed by whatever the client has not sent yet.
+//! followed by whatever the client has not sent yet. An answer whose body is inspected is
+//! held back the same way, up to `response_body_limit` (512 KiB by default; over it,
+//! `"ProcessPartial"`, the default for answers, inspects that much and sends the whole
+//! answer, `"Reject"` answers `500`), so that a phase 4 rule can still refuse it; other
+//! answers stream through untouched.
 //!
 //! Rules are compiled once ([`WafConfig::build`]) and shared by every clone of the layer;
 //! each request gets its own transaction, so requests are inspected concurrently, without a
 //! lock. Phase 1 and 2 of a request without a large body run on the calling task (a
 //! fraction of a millisecond with the CRS); a body over 16 KiB is evaluated on tokio's
-//! blocking pool, and so is the audit log of a request that matched a rule.
+//! blocking pool, as is a response body over 16 KiB and the audit log of a request that
+//! matched a rule.
 //!
 //! Differences from Apache's mod_security 2:
 //! - The engine is libmodsecurity 3 (ModSecurity-nginx's), which reads the same rule
 //!   language; a few directives of version 2 are not supported by it
 //!   (see its reference manual).
-//! - `engine`, `request_body_access` and `request_body_limit*` are keys of the section
-//!   rather than directives; `SecRuleEngine` in a rules file still overrides `engine`.
+//! - `engine`, `request_body_access`, `request_body_limit*` and `response_body_*` are keys
+//!   of the section rather than directives; `SecRuleEngine` in a rules file still overrides
+//!   `engine`, but response bodies are read only when `response_body_access` says so.
 //!   The layer's own body limit (a memory bound) is enforced before ModSecurity sees the
 //!   body; in `DetectionOnly` (the `engine` key) it never rejects.
-//! - Response bodies are not inspected (`SecResponseBodyAccess` stays off).
 //! - `SecServerSignature` is the gateway's `server.signature`.
 //!
 //! Counters (inspected, blocked, detected) are kept for metrics: [`WafLayer::stats`].

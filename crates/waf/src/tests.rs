@@ -251,6 +251,36 @@ fn load_errors_name_the_file_and_carry_modsecuritys_message() {
         err,
         "waf.rules_files: `nothing-here/*.conf`: matches no file"
     );
+    let err = WafConfig {
+        response_body_mime_types: vec!["text/html".into(), "html".into()],
+        ..WafConfig::default()
+    }
+    .build(dir.path())
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("waf.response_body_mime_types: `html` is not a media type"),
+        "{err}"
+    );
+    let err = WafConfig {
+        response_body_limit: 0,
+        ..WafConfig::default()
+    }
+    .build(dir.path())
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("waf.response_body_limit: 0 is out of range"),
+        "{err}"
+    );
+    // No type at all is allowed: nothing is inspected then.
+    WafConfig {
+        response_body_access: true,
+        response_body_mime_types: Vec::new(),
+        ..WafConfig::default()
+    }
+    .build(dir.path())
+    .unwrap();
 }
 
 #[tokio::test]
