@@ -192,6 +192,12 @@ pub struct ServerConfig {
     /// CPU. Taken at start; a change takes a restart.
     #[serde(default)]
     pub workers: usize,
+    /// Client connections served at once, over all listeners and workers (nginx's
+    /// `worker_connections`, HAProxy's `maxconn`); `0`: no limit. At the limit new
+    /// connections wait in the listen queue until one closes (each worker's accept loop
+    /// may take one more while it waits for room). A reload applies it.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
     /// The `Server` header of every answer (ModSecurity's `SecServerSignature`); without it
     /// answers carry no `Server` header at all, the backends' included.
     #[serde(default)]
@@ -347,6 +353,9 @@ mod defaults {
     }
     pub fn header_read_timeout() -> Duration {
         Duration::from_secs(30)
+    }
+    pub fn max_connections() -> usize {
+        10_000
     }
     pub fn grace_period() -> Duration {
         Duration::from_secs(30)

@@ -64,7 +64,7 @@ impl RunningGateway {
                 return Err(e);
             }
         };
-        let workers = Workers::start(config.server.workers)?;
+        let workers = Workers::start(config.server.workers, config.server.max_connections)?;
         let (addrs, listeners) = bind(&workers, &config.server.listen)?;
         let certificates = match &config.tls {
             Some(t) => Some(Certificates::new(tls::load(
@@ -118,6 +118,7 @@ impl RunningGateway {
                 match stack::build(config, &carry) {
                     Ok(built) => {
                         server_limits.store(Arc::new(config.limits.0.server_limits()));
+                        worker_load.set_max_connections(config.server.max_connections);
                         proxy_protocol.update(config);
                         current.store(Arc::new(built.service));
                         carry.commit();

@@ -212,6 +212,11 @@ pub async fn serve<S, B>(
     let mut protocols = Arc::new(Protocols::new(&opts, &limits));
     let (drain_tx, _) = watch::channel(false);
     loop {
+        // At server.max_connections new connections wait in the listen queue.
+        tokio::select! {
+            () = spread.room() => {}
+            _ = stopped(&mut shutdown) => break,
+        }
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,

@@ -14,12 +14,12 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use anyhow::Context as _;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::runtime::Handle;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
 /// Connections a listen socket queues before the gateway accepts them (nginx's default
@@ -32,11 +32,30 @@ pub struct Workers {
     _stop: Vec<oneshot::Sender<()>>,
 }
 
-/// What every worker's accept loops share: the runtimes, and how many connections each
-/// serves.
+/// What every worker's accept loops share: the runtimes, how many connections each
+/// serves, and how many they may serve together.
 struct Shared {
     handles: Vec<Handle>,
     active: Vec<Count>,
+    /// `max_connections`; `0`: no limit.
+    limit: AtomicUsize,
+    /// An accept loop waits for a connection to close.
+    waiting: AtomicBool,
+    /// Wakes the waiting accept loops.
+    room: Notify,
+    /// When the limit was last reported (seconds since the Unix epoch).
+    warned: AtomicU64,
+}
+
+impl Shared {
+    fn total(&self) -> usize {
+        self.active.iter().map(|c| c.0.load(Ordering::SeqCst)).sum()
+    }
+
+    fn full(&self) -> bool {
+        let limit = self.limit.load(Ordering::Relaxed);
+        limit != 0 && self.total() >= limit
+    }
 }
 
 /// A connection count on a cache line of its own: each worker writes only its own, so the
@@ -46,8 +65,9 @@ struct Shared {
 struct Count(AtomicUsize);
 
 impl Workers {
-    /// Starts `count` workers (at least one); `0` means one per CPU.
-    pub fn start(count: usize) -> anyhow::Result<Self> {
+    /// Starts `count` workers (at least one); `0` means one per CPU. Together they serve at
+    /// most `max_connections` connections at once (`0`: no limit).
+    pub fn start(count: usize, max_connections: usize) -> anyhow::Result<Self> {
         let count = if count == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -73,7 +93,14 @@ impl Workers {
         }
         let active = (0..handles.len()).map(|_| Count::default()).collect();
         Ok(Self {
-            shared: Arc::new(Shared { handles, active }),
+            shared: Arc::new(Shared {
+                handles,
+                active,
+                limit: AtomicUsize::new(max_connections),
+                waiting: AtomicBool::new(false),
+                room: Notify::new(),
+                warned: AtomicU64::new(0),
+            }),
             _stop: stop,
         })
     }
@@ -181,6 +208,29 @@ impl Spread {
         worker == self.index
     }
 
+    /// Resolves while fewer than `max_connections` connections are served; at the limit,
+    /// once one of them closes. New connections meanwhile wait in the listen queue, as
+    /// nginx's and HAProxy's do at theirs.
+    pub async fn room(&self) {
+        let shared = &*self.shared;
+        if !shared.full() {
+            return;
+        }
+        shared.report_limit();
+        loop {
+            let notified = shared.room.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            // Set before the count is read again: a connection that closes after the read
+            // sees it and wakes this loop.
+            shared.waiting.store(true, Ordering::SeqCst);
+            if !shared.full() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Runs `future` on `worker`.
     pub fn spawn_on<F>(&self, worker: usize, future: F)
     where
@@ -195,6 +245,14 @@ impl Spread {
 pub struct WorkerLoad(Arc<Shared>);
 
 impl WorkerLoad {
+    /// Sets `max_connections` (`0`: no limit); accept loops waiting at the old limit look
+    /// again.
+    pub fn set_max_connections(&self, max: usize) {
+        self.0.limit.store(max, Ordering::Relaxed);
+        self.0.waiting.store(false, Ordering::SeqCst);
+        self.0.room.notify_waiters();
+    }
+
     /// Connections each worker serves now, by worker.
     pub fn connections(&self) -> Vec<usize> {
         self.0
@@ -221,9 +279,32 @@ pub struct Active {
 
 impl Drop for Active {
     fn drop(&mut self) {
-        self.shared.active[self.index]
-            .0
-            .fetch_sub(1, Ordering::Relaxed);
+        let shared = &*self.shared;
+        shared.active[self.index].0.fetch_sub(1, Ordering::SeqCst);
+        if shared.waiting.load(Ordering::SeqCst) && shared.waiting.swap(false, Ordering::SeqCst) {
+            shared.room.notify_waiters();
+        }
+    }
+}
+
+impl Shared {
+    /// Warns that the limit is reached, at most once a minute.
+    fn report_limit(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.warned.load(Ordering::Relaxed);
+        if now >= last + 60
+            && self
+                .warned
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                max_connections = self.limit.load(Ordering::Relaxed),
+                "server.max_connections reached: new connections wait in the listen queue until others close"
+            );
+        }
     }
 }
 
@@ -241,7 +322,7 @@ mod tests {
 
     #[test]
     fn a_busier_worker_hands_new_connections_to_the_least_busy_one() {
-        let workers = Workers::start(3).unwrap();
+        let workers = Workers::start(3, 0).unwrap();
         // Nine connections accepted on worker 0's socket: it keeps one while it is within
         // one of the least busy worker, else the least busy gets it.
         let placed: Vec<(usize, Active)> = (0..9).map(|_| workers.spread(0).place()).collect();

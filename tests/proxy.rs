@@ -414,3 +414,53 @@ fn a_negative_worker_count_is_refused_with_its_key() {
     assert!(err.starts_with("test.toml:4:"), "{err}");
     assert!(err.contains("-1"), "{err}");
 }
+
+/// At `server.max_connections` a new connection waits in the listen queue, and is served
+/// as soon as another closes. One worker: each worker's accept loop may take one
+/// connection over the limit while the others wait at it.
+#[tokio::test]
+async fn connections_over_the_limit_wait_until_one_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    async fn get(conn: &mut TcpStream) {
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: front.test\r\n\r\n")
+            .await
+            .unwrap();
+    }
+    async fn answered(conn: &mut TcpStream, within: Duration) -> bool {
+        let mut head = [0u8; 12];
+        match tokio::time::timeout(within, conn.read_exact(&mut head)).await {
+            Ok(read) => {
+                read.unwrap();
+                assert_eq!(&head, b"HTTP/1.1 200");
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    let origin = Backend::echo("web").await.unwrap();
+    let gw = start_gateway(&format!(
+        "{}{}",
+        server_section("max_connections = 2\nworkers = 1\n"),
+        route("/", &origin.url())
+    ))
+    .await;
+    let mut first = TcpStream::connect(gw.addr()).await.unwrap();
+    let mut second = TcpStream::connect(gw.addr()).await.unwrap();
+    for conn in [&mut first, &mut second] {
+        get(conn).await;
+        assert!(answered(conn, Duration::from_secs(5)).await);
+    }
+    // The kernel completes the handshake (the listen queue); the gateway does not take
+    // the connection while two are open.
+    let mut third = TcpStream::connect(gw.addr()).await.unwrap();
+    get(&mut third).await;
+    assert!(!answered(&mut third, Duration::from_millis(500)).await);
+    drop(first);
+    assert!(
+        answered(&mut third, Duration::from_secs(5)).await,
+        "served once a connection closed"
+    );
+}
