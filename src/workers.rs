@@ -336,4 +336,38 @@ mod tests {
         drop((placed, kept, handed));
         assert_eq!(workers.connections(), [0, 0, 0]);
     }
+
+    #[tokio::test]
+    async fn at_the_limit_accepting_waits_until_a_connection_closes_or_the_limit_rises() {
+        let workers = Workers::start(1, 1).unwrap();
+        let spread = workers.spread(0);
+        let wait = |spread: &Spread| {
+            let spread = spread.clone();
+            tokio::spawn(async move { spread.room().await })
+        };
+        let pause = || tokio::time::sleep(std::time::Duration::from_millis(50));
+        let within = std::time::Duration::from_secs(5);
+
+        spread.room().await;
+        let (_, first) = spread.place();
+        let waiting = wait(&spread);
+        pause().await;
+        assert!(!waiting.is_finished(), "one connection of one allowed");
+        drop(first);
+        tokio::time::timeout(within, waiting)
+            .await
+            .unwrap()
+            .unwrap();
+
+        let (_, second) = spread.place();
+        let waiting = wait(&spread);
+        pause().await;
+        assert!(!waiting.is_finished());
+        workers.load().set_max_connections(2);
+        tokio::time::timeout(within, waiting)
+            .await
+            .unwrap()
+            .unwrap();
+        drop(second);
+    }
 }
