@@ -128,6 +128,7 @@ impl Status {
             "waf": self.waf_json(),
             "generation": self.generation,
             "workers": self.workers.as_ref().map(|w| w.connections()),
+            "max_connections": self.workers.as_ref().map(|w| w.max_connections()),
             "routes": self.routes.iter().map(|r| json!({"name": r.name, "prefix": r.prefix, "target": r.target})).collect::<Vec<_>>(),
             "evasive": self.evasive_json(),
             "limits": self.limits_json(),
@@ -155,6 +156,11 @@ impl Status {
         self.metrics
             .set_gauge("towergate_config_generation", &[], self.generation as f64);
         if let Some(workers) = &self.workers {
+            self.metrics.set_gauge(
+                "towergate_max_connections",
+                &[],
+                workers.max_connections() as f64,
+            );
             for (i, n) in workers.connections().into_iter().enumerate() {
                 self.metrics.set_gauge(
                     "towergate_worker_connections",

@@ -253,6 +253,11 @@ impl WorkerLoad {
         self.0.room.notify_waiters();
     }
 
+    /// `server.max_connections` now (`0`: no limit).
+    pub fn max_connections(&self) -> usize {
+        self.0.limit.load(Ordering::Relaxed)
+    }
+
     /// Connections each worker serves now, by worker.
     pub fn connections(&self) -> Vec<usize> {
         self.0

@@ -225,6 +225,7 @@ async fn new_connections_are_spread_evenly_over_the_workers() {
         .map(|n| n.as_u64().unwrap())
         .collect();
     assert_eq!(per_worker.len(), 4);
+    assert_eq!(json["max_connections"], 10_000, "the default");
     // The admin request's own connection is served on the main runtime, not a worker.
     assert_eq!(per_worker.iter().sum::<u64>(), 64, "{per_worker:?}");
     let (min, max) = (
