@@ -56,6 +56,25 @@ impl Shared {
         let limit = self.limit.load(Ordering::Relaxed);
         limit != 0 && self.total() >= limit
     }
+
+    /// Warns that the limit is reached, at most once a minute.
+    fn report_limit(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.warned.load(Ordering::Relaxed);
+        if now >= last + 60
+            && self
+                .warned
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                max_connections = self.limit.load(Ordering::Relaxed),
+                "server.max_connections reached: new connections wait in the listen queue until others close"
+            );
+        }
+    }
 }
 
 /// A connection count on a cache line of its own: each worker writes only its own, so the
@@ -288,27 +307,6 @@ impl Drop for Active {
         shared.active[self.index].0.fetch_sub(1, Ordering::SeqCst);
         if shared.waiting.load(Ordering::SeqCst) && shared.waiting.swap(false, Ordering::SeqCst) {
             shared.room.notify_waiters();
-        }
-    }
-}
-
-impl Shared {
-    /// Warns that the limit is reached, at most once a minute.
-    fn report_limit(&self) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let last = self.warned.load(Ordering::Relaxed);
-        if now >= last + 60
-            && self
-                .warned
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            tracing::warn!(
-                max_connections = self.limit.load(Ordering::Relaxed),
-                "server.max_connections reached: new connections wait in the listen queue until others close"
-            );
         }
     }
 }

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tower_service::Service;
 
 use crate::body::WafBody;
+use crate::ffi::{CallFailed, Transaction};
 use crate::layer::{Ctx, INLINE_BODY, response_too_large, too_large};
 
 /// What has been read of a body held for inspection.
@@ -190,7 +191,7 @@ where
                         let _ = c.txn.append_response_body(chunk);
                     }));
                     let mut a = answer.take().expect("polled after completion");
-                    let mut ctx = ctx.take().expect("polled after completion");
+                    let ctx = ctx.take().expect("polled after completion");
                     match outcome {
                         Read::Done(None) => a.ended = true,
                         // A broken body is not inspected: the client gets what came, then
@@ -212,25 +213,16 @@ where
                         Read::OverLimit => {}
                     }
                     let inspected = a.held.seen.min(limit);
-                    match tokio::runtime::Handle::try_current() {
-                        Ok(rt) if inspected > INLINE_BODY => State::EvaluatingAnswer {
-                            handle: rt.spawn_blocking(move || {
-                                let _ = ctx.txn.process_response_body();
-                                ctx
-                            }),
+                    match evaluate(ctx, inspected, Transaction::process_response_body) {
+                        Evaluation::Done(ctx) => return Poll::Ready(Ok(answer_decided(ctx, *a))),
+                        Evaluation::Running(handle) => State::EvaluatingAnswer {
+                            handle,
                             answer: Some(a),
                         },
-                        _ => {
-                            let _ = ctx.txn.process_response_body();
-                            return Poll::Ready(Ok(answer_decided(ctx, *a)));
-                        }
                     }
                 }
                 StateProj::EvaluatingAnswer { handle, answer } => {
-                    let ctx = match ready!(Pin::new(handle).poll(cx)) {
-                        Ok(ctx) => ctx,
-                        Err(e) => std::panic::resume_unwind(e.into_panic()),
-                    };
+                    let ctx = ready!(evaluated(handle, cx));
                     let a = answer.take().expect("polled after completion");
                     return Poll::Ready(Ok(answer_decided(ctx, *a)));
                 }
@@ -258,33 +250,22 @@ where
                         service,
                         parts,
                         held,
-                        mut ctx,
+                        ctx,
                         ..
                     } = *r;
                     let inspected = held.seen.min(limit);
                     let body = WafBody::replay(held.chunks, held.trailers, error, rest);
                     let req = Request::from_parts(parts, body);
-                    match tokio::runtime::Handle::try_current() {
-                        Ok(rt) if inspected > INLINE_BODY => State::Evaluating {
-                            handle: rt.spawn_blocking(move || {
-                                let _ = ctx.txn.process_request_body();
-                                ctx
-                            }),
+                    match evaluate(ctx, inspected, Transaction::process_request_body) {
+                        Evaluation::Done(ctx) => decide(ctx, service, req),
+                        Evaluation::Running(handle) => State::Evaluating {
+                            handle,
                             waiting: Some(Box::new(Evaluated { service, req })),
                         },
-                        _ => {
-                            let _ = ctx.txn.process_request_body();
-                            decide(ctx, service, req)
-                        }
                     }
                 }
                 StateProj::Evaluating { handle, waiting } => {
-                    let ctx = match ready!(Pin::new(handle).poll(cx)) {
-                        Ok(ctx) => ctx,
-                        // The evaluation panicked: libmodsecurity is not expected to, so
-                        // nothing sane can be done but to propagate it.
-                        Err(e) => std::panic::resume_unwind(e.into_panic()),
-                    };
+                    let ctx = ready!(evaluated(handle, cx));
                     let Evaluated { service, req } =
                         *waiting.take().expect("polled after completion");
                     decide(ctx, service, req)
@@ -292,6 +273,42 @@ where
             };
             this.state.set(next);
         }
+    }
+}
+
+/// A body phase (2 or 4) run on the calling task, or still running on the blocking pool.
+enum Evaluation {
+    Done(Ctx),
+    Running(JoinHandle<Ctx>),
+}
+
+/// Runs `phase` on the transaction: here for up to [`INLINE_BODY`] inspected bytes, on
+/// tokio's blocking pool for more, so that a long evaluation does not hold up other
+/// requests.
+fn evaluate(
+    mut ctx: Ctx,
+    inspected: usize,
+    phase: fn(&mut Transaction) -> Result<(), CallFailed>,
+) -> Evaluation {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) if inspected > INLINE_BODY => Evaluation::Running(rt.spawn_blocking(move || {
+            let _ = phase(&mut ctx.txn);
+            ctx
+        })),
+        _ => {
+            let _ = phase(&mut ctx.txn);
+            Evaluation::Done(ctx)
+        }
+    }
+}
+
+/// The transaction back from the blocking pool.
+fn evaluated(handle: &mut JoinHandle<Ctx>, cx: &mut Context<'_>) -> Poll<Ctx> {
+    match ready!(Pin::new(handle).poll(cx)) {
+        Ok(ctx) => Poll::Ready(ctx),
+        // The evaluation panicked: libmodsecurity is not expected to, so nothing sane can
+        // be done but to propagate it.
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }
 

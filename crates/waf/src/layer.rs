@@ -18,8 +18,9 @@ use crate::config::{BodyLimitAction, Engine, WafConfig};
 use crate::ffi::{Intervention, RuleMatch, RuleSet, Transaction};
 use crate::future::ResponseFuture;
 
-/// Request bodies up to this size are evaluated on the calling thread; larger ones on
-/// tokio's blocking pool, so that a long evaluation does not hold up other requests.
+/// Bodies (request or response) up to this size are evaluated on the calling thread;
+/// larger ones on tokio's blocking pool, so that a long evaluation does not hold up other
+/// requests.
 pub(crate) const INLINE_BODY: usize = 16 * 1024;
 
 /// The layer's counters, for a status page or metrics.
