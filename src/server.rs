@@ -10,6 +10,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -372,8 +373,14 @@ impl Drain {
     ///
     /// The connection comes pinned by the caller: moved into this future and pinned here, it
     /// would take its room in the task twice.
+    ///
+    /// The shutdown signal is a `watch` channel all the listener's connections share, and
+    /// polling its waiting future takes the channel's lock: polled on every wake-up of every
+    /// connection, that was a lock both workers took a few times per request. It is polled
+    /// once to register this task's waker, and again only when the channel says it has
+    /// changed (an atomic load) or the task's waker is another one.
     async fn watch<C, E>(
-        mut self,
+        self,
         mut conn: Pin<&mut C>,
         graceful_shutdown: fn(Pin<&mut C>),
     ) -> Result<(), BoxError>
@@ -381,11 +388,34 @@ impl Drain {
         C: Future<Output = Result<(), E>>,
         E: Into<BoxError>,
     {
-        tokio::select! {
-            result = conn.as_mut() => return result.map_err(Into::into),
-            _ = stopped(&mut self.0) => graceful_shutdown(conn.as_mut()),
+        let mut signal = self.0.clone();
+        let mut stop = pin!(stopped(&mut signal));
+        let mut registered: Option<Waker> = None;
+        let ended = std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                return Poll::Ready(Some(result));
+            }
+            let fresh = registered
+                .as_ref()
+                .is_none_or(|waker| !waker.will_wake(cx.waker()));
+            if fresh || self.0.has_changed().unwrap_or(true) {
+                if stop.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                if fresh {
+                    registered = Some(cx.waker().clone());
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match ended {
+            Some(result) => result.map_err(Into::into),
+            None => {
+                graceful_shutdown(conn.as_mut());
+                conn.await.map_err(Into::into)
+            }
         }
-        conn.await.map_err(Into::into)
     }
 }
 

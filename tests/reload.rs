@@ -168,3 +168,40 @@ async fn sigterm_lets_a_slow_request_finish_refuses_new_connections_and_exits_ze
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn sigterm_closes_idle_keep_alive_connections_without_waiting_for_the_grace_period() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Backend::echo("origin").await.unwrap();
+    let mut gw = GatewayProcess::start(&route("/", &origin.url()), "grace_period = \"30s\"").await;
+    let mut conns = Vec::new();
+    for _ in 0..4 {
+        let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0; 4096];
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        conns.push(conn);
+    }
+    gw.signal("TERM");
+    // Each idle connection is closed by the gateway (EOF), well before the 30 s grace.
+    for mut conn in conns {
+        let mut buf = [0; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+            .await
+            .expect("an idle connection is closed at shutdown, not held for the grace period")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+    let status = tokio::task::spawn_blocking(move || gw.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
