@@ -109,9 +109,12 @@ impl Pools {
         let shelf = self.shelf();
         let slot = upstream.pool_slot();
         let (parts, body) = req.into_parts();
+        // Connecting is boxed: its future (TCP, maybe TLS) is several times the rest of
+        // this one, which every request moves around, while most requests reuse a
+        // kept-alive connection.
         let (mut conn, reused) = match shelf.checkout(slot) {
             Some(conn) => (conn, true),
-            None => (self.connect(upstream).await?, false),
+            None => (Box::pin(self.connect(upstream)).await?, false),
         };
         let framing = conn
             .encode_request(&parts, &body)
@@ -125,7 +128,7 @@ impl Pools {
             Err(ExchangeError::Closed(e)) if reused && resendable => {
                 tracing::debug!(target: "towergate_proxy", upstream = %upstream, error = %e, "kept-alive connection closed under the request; sending it again");
                 let head = conn.take_request();
-                conn = self.connect(upstream).await?;
+                conn = Box::pin(self.connect(upstream)).await?;
                 conn.set_request(head);
                 client::exchange::<B>(&mut conn, None, framing, &method).await
             }

@@ -45,6 +45,8 @@ pub(crate) type Io = TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>;
 const MAX_HEAD: usize = 64 * 1024;
 /// The most header fields an answer's head may have.
 const MAX_HEADERS: usize = 100;
+/// Fields the gateway's layers may add to an answer.
+const ADDED_FIELDS: usize = 4;
 /// Room made in the read buffer before a read.
 const READ_MIN: usize = 8 * 1024;
 /// The most a body read asks for at once.
@@ -633,7 +635,9 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, BoxEr
         };
         // The fields framing depends on are noted on the way, rather than looked up after.
         let mut framing_fields = FramingFields::default();
-        let mut headers = HeaderMap::with_capacity(count);
+        // Room for the fields the layers above add (`Expires`, `Cache-Control`, `Server`,
+        // `Via`...), so that adding them does not grow the map again.
+        let mut headers = HeaderMap::with_capacity(count + ADDED_FIELDS);
         for &(ns, ne, vs, ve) in &fields[..count] {
             let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])?;
             let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))?;
