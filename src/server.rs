@@ -9,8 +9,8 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
-use std::sync::Arc;
-use std::task::{Poll, Waker};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tower::{Service, ServiceExt};
 use towergate_access_log::LocalAddr;
 use towergate_client_addr::PeerAddr;
-use towergate_proxy::FrontTls;
+use towergate_proxy::{FrontTls, LazySleep};
 use towergate_proxy_protocol::ProxyProtocol;
 use towergate_request_limits::ServerLimits;
 
@@ -80,8 +80,8 @@ impl Protocols {
     /// The builders for `opts`, with the parser ceilings of `limits`.
     pub fn new(opts: &ServerOptions, limits: &ServerLimits) -> Self {
         let mut http1 = http1::Builder::new();
+        // The timer is set per connection (`HeadTimer`).
         http1
-            .timer(TokioTimer::new())
             .header_read_timeout(opts.header_read_timeout)
             .keep_alive(true)
             // While a request is waiting for its answer, hyper otherwise reads the client's
@@ -123,7 +123,9 @@ impl Protocols {
                     .await
             }
             None => {
-                let conn = pin!(self.http1.serve_connection(io, service).with_upgrades());
+                let mut http1 = self.http1.clone();
+                http1.timer(HeadTimer::default());
+                let conn = pin!(http1.serve_connection(io, service).with_upgrades());
                 drain
                     .watch(conn, http1::UpgradeableConnection::graceful_shutdown)
                     .await
@@ -134,6 +136,51 @@ impl Protocols {
         }
     }
 }
+
+/// hyper's timer for one HTTP/1 connection, which it asks for a new header-read timeout
+/// before each request: the connection's one [`LazySleep`], moved to each new deadline,
+/// rather than a new tokio timer per request (an allocation, and an insertion into and a
+/// removal from the timer wheel).
+#[derive(Clone, Default)]
+struct HeadTimer(Arc<Mutex<Option<LazySleep>>>);
+
+impl hyper::rt::Timer for HeadTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleep_until(std::time::Instant::now() + duration)
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(HeadSleep {
+            timer: self.clone(),
+            deadline: deadline.into(),
+        })
+    }
+}
+
+/// A deadline of a [`HeadTimer`].
+struct HeadSleep {
+    timer: HeadTimer,
+    deadline: tokio::time::Instant,
+}
+
+impl Future for HeadSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // Only this connection's task takes the lock.
+        let mut slot = self.timer.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let sleep = match &mut *slot {
+            Some(sleep) => {
+                sleep.set(self.deadline);
+                sleep
+            }
+            None => slot.insert(LazySleep::until(self.deadline)),
+        };
+        sleep.poll_expired(cx)
+    }
+}
+
+impl hyper::rt::Sleep for HeadSleep {}
 
 /// A service hyper can serve a connection with, as the gateway's are: its bounds, spelled
 /// once.

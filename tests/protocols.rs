@@ -557,6 +557,61 @@ async fn first_bytes_choose_the_protocol_and_silent_connections_are_closed() {
     }
 }
 
+/// Each request's head gets the whole header-read timeout, counted from when the gateway
+/// starts waiting for it (after the answer before): a kept-alive connection asking every
+/// 400 ms outlives a 1 s timeout, and a head begun and never finished is still cut off.
+#[tokio::test]
+async fn each_request_head_gets_the_whole_header_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let web = reporting_backend("web").await;
+    let gw = start_gateway(&format!(
+        "{}{}",
+        server_section("header_read_timeout = \"1s\"\n"),
+        common::route("/", &web.url()),
+    ))
+    .await;
+    let mut conn = TcpStream::connect(gw.addr()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut answered = started;
+    for i in 0..6 {
+        conn.write_all(format!("GET /n{i} HTTP/1.1\r\nHost: front.test\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&answer).contains(&format!("path: /n{i}")) {
+            let n = tokio::time::timeout(WAIT, conn.read(&mut buf))
+                .await
+                .expect("an answer in time")
+                .unwrap();
+            assert!(
+                n > 0,
+                "closed before request {i}, {:?} in",
+                started.elapsed()
+            );
+            answer.extend_from_slice(&buf[..n]);
+        }
+        answered = std::time::Instant::now();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert!(started.elapsed() >= Duration::from_millis(2000));
+
+    // Half a head, then nothing: closed about a second later.
+    conn.write_all(b"GET /half HTTP/1.1\r\nHost: fr")
+        .await
+        .unwrap();
+    let waited = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut rest))
+        .await
+        .expect("closed within 10 s");
+    let waited = answered.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+}
+
 /// The article's character filter (its RewriteRule ... [F]).
 const ARTICLE_RULE: &str = "[[charfilter.rule]]\ndeny = '[^a-zA-Z0-9|\\.|/|_|-]'\n";
 

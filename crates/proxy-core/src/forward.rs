@@ -210,7 +210,6 @@ where
         let sent = Sent {
             extensions,
             pools: self.pools.clone(),
-            response_timeout: self.config.response_timeout,
             target,
             front_host,
             tls,
@@ -246,7 +245,6 @@ impl std::fmt::Debug for ForwardFuture {
 struct Sent {
     extensions: http::Extensions,
     pools: Arc<Pools>,
-    response_timeout: Duration,
     target: Target,
     front_host: Option<HeaderValue>,
     tls: bool,
@@ -262,15 +260,13 @@ impl Sent {
         let Self {
             extensions,
             pools,
-            response_timeout,
             target,
             front_host,
             tls,
             upgrade,
         } = self;
-        let sent = pools.send(&target.upstream, req);
-        match tokio::time::timeout(response_timeout, sent).await {
-            Ok(Ok(mut res)) => {
+        match pools.send(&target.upstream, req).await {
+            Ok(mut res) => {
                 let switched = upgrade.and_then(|u| u.switch(&mut res, &target));
                 if switched.is_none() && res.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                     tracing::warn!(target: "towergate_proxy", route = %target.route.name, upstream = %target.upstream, "upstream switched protocols unasked");
@@ -287,7 +283,7 @@ impl Sent {
                 rewrite_redirects(&mut res, &target, front_host.as_ref(), tls);
                 Ok(res)
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 let err = match e {
                     SendError::Connect(e) => ForwardError::new(ForwardErrorKind::Connect, Some(e)),
                     SendError::Upstream(e) => {
@@ -296,13 +292,10 @@ impl Sent {
                     SendError::RequestBody(e) => {
                         ForwardError::new(ForwardErrorKind::RequestBody, Some(e))
                     }
+                    SendError::TimedOut => ForwardError::new(ForwardErrorKind::Timeout, None),
                 };
                 tracing::warn!(target: "towergate_proxy", route = %target.route.name, upstream = %target.upstream, error = %err, "forwarding failed");
                 Err(err.with_extensions(extensions))
-            }
-            Err(_) => {
-                tracing::warn!(target: "towergate_proxy", route = %target.route.name, upstream = %target.upstream, "upstream timed out");
-                Err(ForwardError::new(ForwardErrorKind::Timeout, None).with_extensions(extensions))
             }
         }
     }

@@ -6,6 +6,8 @@
 //! connection the upstream closed is noticed when it is taken (or swept), without a
 //! task watching it.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
@@ -15,6 +17,7 @@ use http::{Request, Response};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::Upstream;
@@ -33,13 +36,16 @@ pub(crate) enum SendError {
     Upstream(BoxError),
     /// The client's request body failed.
     RequestBody(BoxError),
+    /// No answer came within the timeout.
+    TimedOut,
 }
 
 /// The connections of one forwarder: one [`Shelf`] for all threads, or one per thread.
 pub(crate) struct Pools {
     connector: HttpsConnector<HttpConnector>,
-    /// The longest an answer's body may wait for the upstream's next bytes.
-    read_timeout: Duration,
+    /// The longest an answer's head may take to come (connecting included), and its body
+    /// may wait for the upstream's next bytes.
+    timeout: Duration,
     max_idle: usize,
     sweep_every: Duration,
     shelves: Shelves,
@@ -51,13 +57,14 @@ enum Shelves {
 }
 
 impl Pools {
-    /// `read_timeout`: an answer's body that waits this long for the upstream's next bytes
-    /// fails. `idle_timeout`: an idle connection is closed after between one and one and a
+    /// `timeout`: a request whose answer's head has not come this long after it was sent
+    /// (connecting included), or an answer's body that waits this long for the upstream's
+    /// next bytes, fails. `idle_timeout`: an idle connection is closed after between one and one and a
     /// half times this. `max_idle`: idle connections kept per upstream (per thread when
     /// `per_thread`).
     pub(crate) fn new(
         connector: HttpsConnector<HttpConnector>,
-        read_timeout: Duration,
+        timeout: Duration,
         idle_timeout: Duration,
         max_idle: usize,
         per_thread: bool,
@@ -69,7 +76,7 @@ impl Pools {
         };
         Self {
             connector,
-            read_timeout,
+            timeout,
             max_idle,
             sweep_every: (idle_timeout / 2).max(Duration::from_millis(10)),
             shelves,
@@ -106,15 +113,13 @@ impl Pools {
         B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        let deadline = Instant::now() + self.timeout;
         let shelf = self.shelf();
         let slot = upstream.pool_slot();
         let (parts, body) = req.into_parts();
-        // Connecting is boxed: its future (TCP, maybe TLS) is several times the rest of
-        // this one, which every request moves around, while most requests reuse a
-        // kept-alive connection.
         let (mut conn, reused) = match shelf.checkout(slot) {
             Some(conn) => (conn, true),
-            None => (Box::pin(self.connect(upstream)).await?, false),
+            None => (self.connect(upstream, deadline).await?, false),
         };
         let framing = conn
             .encode_request(&parts, &body)
@@ -123,14 +128,14 @@ impl Pools {
             matches!(framing, client::RequestFraming::Empty) && parts.method.is_idempotent();
         let method = parts.method;
         drop(parts.headers);
-        let result = client::exchange(&mut conn, Some(body), framing, &method).await;
+        let result = client::exchange(&mut conn, Some(body), framing, &method, deadline).await;
         let result = match result {
             Err(ExchangeError::Closed(e)) if reused && resendable => {
                 tracing::debug!(target: "towergate_proxy", upstream = %upstream, error = %e, "kept-alive connection closed under the request; sending it again");
                 let head = conn.take_request();
-                conn = Box::pin(self.connect(upstream)).await?;
+                conn = self.connect(upstream, deadline).await?;
                 conn.set_request(head);
-                client::exchange::<B>(&mut conn, None, framing, &method).await
+                client::exchange::<B>(&mut conn, None, framing, &method, deadline).await
             }
             other => other,
         };
@@ -139,6 +144,7 @@ impl Pools {
             Err(ExchangeError::Closed(e)) => return Err(SendError::Upstream(e.into())),
             Err(ExchangeError::Upstream(e)) => return Err(SendError::Upstream(e)),
             Err(ExchangeError::RequestBody(e)) => return Err(SendError::RequestBody(e)),
+            Err(ExchangeError::TimedOut) => return Err(SendError::TimedOut),
         };
         let mut res = Response::new(());
         *res.status_mut() = head.status;
@@ -165,20 +171,30 @@ impl Pools {
                 Some(lease),
                 head.keep_alive,
                 rest,
-                self.read_timeout,
+                self.timeout,
             ))
         };
         Ok(res.map(|()| body))
     }
 
-    /// A new connection.
-    async fn connect(&self, upstream: &Upstream) -> Result<Box<Conn>, SendError> {
-        let mut connector = self.connector.clone();
-        let io = connector
-            .call(upstream.connect_uri().clone())
-            .await
-            .map_err(SendError::Connect)?;
-        Ok(Conn::new(TokioIo::new(io)))
+    /// A new connection, made by `deadline` (a TLS handshake included).
+    ///
+    /// Boxed: its future (TCP, maybe TLS) is several times the rest of `send`'s, which
+    /// every request moves around, while most requests reuse a kept-alive connection.
+    fn connect<'a>(
+        &'a self,
+        upstream: &'a Upstream,
+        deadline: Instant,
+    ) -> Pin<Box<dyn Future<Output = Result<Box<Conn>, SendError>> + Send + 'a>> {
+        Box::pin(async move {
+            let mut connector = self.connector.clone();
+            let connecting = connector.call(upstream.connect_uri().clone());
+            match tokio::time::timeout_at(deadline, connecting).await {
+                Ok(Ok(io)) => Ok(Conn::new(TokioIo::new(io))),
+                Ok(Err(e)) => Err(SendError::Connect(e)),
+                Err(_) => Err(SendError::TimedOut),
+            }
+        })
     }
 }
 

@@ -515,3 +515,50 @@ async fn a_body_that_stalls_longer_than_the_timeout_fails_one_that_trickles_does
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn each_request_on_a_kept_alive_connection_gets_the_whole_timeout() {
+    // Answers at once, except `/slow`: 600 ms late. With a 1 s timeout, a `/slow` sent
+    // 500 ms after a first request on the same connection is in time (its deadline is
+    // 1.5 s, not the first request's 1 s); a `/never` fails after the timeout.
+    let up = Backend::raw("late", |mut stream: TcpStream| async move {
+        let mut buf = Vec::new();
+        while let Some(end) = read_until(&mut stream, &mut buf, b"\r\n\r\n").await {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            buf.drain(..end);
+            if head.contains("/never") {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                return;
+            }
+            if head.contains("/slow") {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+            }
+            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+            if stream.write_all(answer).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let forward = Forward::new(ForwardConfig {
+        response_timeout: Duration::from_secs(1),
+        ..ForwardConfig::default()
+    });
+    assert_eq!(get(&forward, &up, "/first").await.0, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(get(&forward, &up, "/slow").await.0, StatusCode::OK);
+
+    let started = std::time::Instant::now();
+    let err = forward
+        .clone()
+        .oneshot(request(&up, Method::GET, "/never", empty()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ForwardErrorKind::Timeout, "{err}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(950) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+}

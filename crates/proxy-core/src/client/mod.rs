@@ -32,7 +32,9 @@ use hyper_rustls::MaybeHttpsStream;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
+use crate::LazySleep;
 use crate::pool::Lease;
 use chunked::{ChunkedDecoder, Decoded};
 
@@ -60,6 +62,9 @@ pub(crate) struct Conn {
     io: Io,
     read_buf: BytesMut,
     write_buf: Vec<u8>,
+    /// The wait for the upstream (an answer's head, a body's next bytes), made the first
+    /// time a wait needs it and kept for the connection's next requests.
+    timer: Option<LazySleep>,
 }
 
 impl Conn {
@@ -68,7 +73,20 @@ impl Conn {
             io,
             read_buf: BytesMut::with_capacity(READ_MIN),
             write_buf: Vec::with_capacity(1024),
+            timer: None,
         })
+    }
+
+    /// Ready once `deadline` has passed; registers the task to be woken then.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
+        let timer = match &mut self.timer {
+            Some(timer) => {
+                timer.set(deadline);
+                timer
+            }
+            None => self.timer.insert(LazySleep::until(deadline)),
+        };
+        timer.poll_expired(cx)
     }
 
     /// False when an idle connection was closed by the upstream (or sent something
@@ -232,6 +250,8 @@ pub(crate) enum ExchangeError {
     Upstream(BoxError),
     /// The client's request body failed.
     RequestBody(BoxError),
+    /// No answer came by the deadline.
+    TimedOut,
 }
 
 /// An answer's head, parsed.
@@ -272,6 +292,7 @@ pub(crate) async fn exchange<B>(
     body: Option<B>,
     framing: RequestFraming,
     method: &Method,
+    deadline: Instant,
 ) -> Result<(Head, Option<RestOfRequest>), ExchangeError>
 where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
@@ -345,8 +366,13 @@ where
                     }));
                 }
                 // After a failed write too: the upstream's answer, its close or the
-                // response timeout ends the wait.
-                Poll::Pending => return Poll::Pending,
+                // deadline ends the wait.
+                Poll::Pending => {
+                    return match conn.poll_deadline(cx, deadline) {
+                        Poll::Ready(()) => Poll::Ready(Err(ExchangeError::TimedOut)),
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
             }
         }
     })
@@ -763,10 +789,10 @@ pub(crate) struct ConnBody {
     /// The rest of the request, sent while the answer is read.
     rest: Option<RestOfRequest>,
     idle: Duration,
-    /// Set the first time the body has to wait for the upstream: most answers are whole
-    /// by then and never need one.
-    idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// Bytes came since the timer was last set.
+    /// When the wait for the upstream's next bytes fails; set the first time the body has
+    /// to wait (most answers are whole by then), and again when bytes came since.
+    idle_deadline: Option<Instant>,
+    /// Bytes came since the deadline was last set.
     read_since_timer: bool,
 }
 
@@ -790,7 +816,7 @@ impl ConnBody {
             keep_alive: keep_alive && rest.is_none(),
             rest,
             idle,
-            idle_timer: None,
+            idle_deadline: None,
             read_since_timer: false,
         };
         if matches!(body.framing, BodyFraming::Empty) {
@@ -892,21 +918,15 @@ impl ConnBody {
     /// The body waits for the upstream: pending until `idle` has passed since the last
     /// bytes came (or since the wait began), then failed.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        let timer = match &mut self.idle_timer {
-            Some(timer) => {
-                if self.read_since_timer {
-                    timer
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + self.idle);
-                }
-                timer
-            }
-            None => self
-                .idle_timer
-                .insert(Box::pin(tokio::time::sleep(self.idle))),
+        let deadline = match self.idle_deadline {
+            Some(deadline) if !self.read_since_timer => deadline,
+            _ => *self.idle_deadline.insert(Instant::now() + self.idle),
         };
         self.read_since_timer = false;
-        ready!(timer.as_mut().poll(cx));
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        ready!(conn.poll_deadline(cx, deadline));
         let idle = self.idle;
         self.fail(io::Error::new(
             io::ErrorKind::TimedOut,
