@@ -166,8 +166,9 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let Some(target) = req.extensions().get::<Target>().cloned() else {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        // Taken, not copied: each attempt (a balancer's retry too) sets its own.
+        let Some(target) = req.extensions_mut().remove::<Target>() else {
             return ForwardFuture {
                 inner: Box::pin(std::future::ready(Err(ForwardError::new(
                     ForwardErrorKind::NoTarget,
