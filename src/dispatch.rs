@@ -81,6 +81,10 @@ pub struct Routed {
 pub struct Dispatch<B: Send> {
     routes: Arc<RouteTable<Routed>>,
     forward: Forward<ReplayBody<B>>,
+    /// Each pool route's balancer over the forwarder, by the route's place in the table:
+    /// made once (and copied with the dispatcher, for each connection) rather than for
+    /// each request, which copied the forwarder's and the pool's shared handles.
+    balancers: Vec<Option<Balancer<PoolForward<B>>>>,
 }
 
 impl<B: Send> Clone for Dispatch<B> {
@@ -88,16 +92,31 @@ impl<B: Send> Clone for Dispatch<B> {
         Self {
             routes: self.routes.clone(),
             forward: self.forward.clone(),
+            balancers: self.balancers.clone(),
         }
     }
 }
 
-impl<B: Send> Dispatch<B> {
+impl<B> Dispatch<B>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
     /// A dispatcher over `routes` forwarding with `forward`.
     pub fn new(routes: RouteTable<Routed>, forward: Forward<ReplayBody<B>>) -> Self {
+        let balancers = routes
+            .iter()
+            .map(|route| match &route.value().action {
+                RouteAction::Origin(_) => None,
+                RouteAction::Pool(layer) => {
+                    Some(layer.layer(forward.clone().map_response(upstream_answer as ToProxy)))
+                }
+            })
+            .collect();
         Self {
             routes: Arc::new(routes),
             forward,
+            balancers,
         }
     }
 }
@@ -119,7 +138,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let Some(route) = self.routes.find(req.uri().path()) else {
+        let Some((index, route)) = self.routes.find_indexed(req.uri().path()) else {
             return Box::pin(DispatchFuture::ready(status_response(
                 StatusCode::NOT_FOUND,
             )));
@@ -137,13 +156,12 @@ where
                     routed.override_errors,
                 ))
             }
-            RouteAction::Pool(balancer) => {
-                let forward = self
-                    .forward
-                    .clone()
-                    .map_response(upstream_answer as ToProxy);
+            RouteAction::Pool(_) => {
+                let balancer = self.balancers[index]
+                    .as_mut()
+                    .expect("a pool route has a balancer");
                 Box::pin(DispatchFuture::pool(
-                    balancer.layer(forward).call(req),
+                    balancer.call(req),
                     routed.metrics.clone(),
                     routed.override_errors,
                 ))

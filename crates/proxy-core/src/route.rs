@@ -94,7 +94,16 @@ impl<T> RouteTable<T> {
 
     /// The route with the longest prefix matching `path` (already normalised).
     pub fn find(&self, path: &str) -> Option<&Route<T>> {
-        self.routes.iter().find(|r| r.info.matches(path))
+        self.find_indexed(path).map(|(_, route)| route)
+    }
+
+    /// [`find`](Self::find), with the route's place in [`iter`](Self::iter)'s order (for
+    /// state kept beside the table, one entry per route).
+    pub fn find_indexed(&self, path: &str) -> Option<(usize, &Route<T>)> {
+        self.routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.info.matches(path))
     }
 
     /// All routes, longest prefix first.
