@@ -487,12 +487,9 @@ async fn http2_over_tls_and_h2c_routes_like_http11() {
     }
 }
 
-/// Cleartext connections are HTTP/2 when their first bytes are the preface's, HTTP/1.1
-/// otherwise, however the first bytes are split; one that sends nothing is closed after
-/// the header-read timeout.
-#[tokio::test]
-async fn first_bytes_choose_the_protocol_and_silent_connections_are_closed() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// A gateway with a header-read timeout of one second in front of a reporting backend
+/// (kept alive with it).
+async fn one_second_to_ask() -> (common::RunningGateway, Backend) {
     let web = reporting_backend("web").await;
     let gw = start_gateway(&format!(
         "{}{}",
@@ -500,6 +497,16 @@ async fn first_bytes_choose_the_protocol_and_silent_connections_are_closed() {
         common::route("/", &web.url()),
     ))
     .await;
+    (gw, web)
+}
+
+/// Cleartext connections are HTTP/2 when their first bytes are the preface's, HTTP/1.1
+/// otherwise, however the first bytes are split; one that sends nothing is closed after
+/// the header-read timeout.
+#[tokio::test]
+async fn first_bytes_choose_the_protocol_and_silent_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (gw, _web) = one_second_to_ask().await;
     let pause = || tokio::time::sleep(Duration::from_millis(100));
 
     // "P" could still be the preface: the gateway waits for more before choosing.
@@ -563,13 +570,7 @@ async fn first_bytes_choose_the_protocol_and_silent_connections_are_closed() {
 #[tokio::test]
 async fn each_request_head_gets_the_whole_header_read_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let web = reporting_backend("web").await;
-    let gw = start_gateway(&format!(
-        "{}{}",
-        server_section("header_read_timeout = \"1s\"\n"),
-        common::route("/", &web.url()),
-    ))
-    .await;
+    let (gw, _web) = one_second_to_ask().await;
     let mut conn = TcpStream::connect(gw.addr()).await.unwrap();
     let started = std::time::Instant::now();
     let mut answered = started;
