@@ -81,10 +81,27 @@ pub struct Routed {
 pub struct Dispatch<B: Send> {
     routes: Arc<RouteTable<Routed>>,
     forward: Forward<ReplayBody<B>>,
-    /// Each pool route's balancer over the forwarder, by the route's place in the table:
-    /// made once (and copied with the dispatcher, for each connection) rather than for
-    /// each request, which copied the forwarder's and the pool's shared handles.
-    balancers: Vec<Option<Balancer<PoolForward<B>>>>,
+    /// Where each route's requests go, by the route's place in the table: made once (and
+    /// copied with the dispatcher, for each connection) rather than for each request, which
+    /// copied the forwarder's and the pool's shared handles.
+    services: Vec<RouteService<B>>,
+}
+
+/// Where one route's requests go.
+enum RouteService<B: Send> {
+    /// To a single origin: the target every request is given.
+    Origin(Target),
+    /// Through a pool's balancer over the forwarder.
+    Pool(Balancer<PoolForward<B>>),
+}
+
+impl<B: Send> Clone for RouteService<B> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Origin(target) => Self::Origin(target.clone()),
+            Self::Pool(balancer) => Self::Pool(balancer.clone()),
+        }
+    }
 }
 
 impl<B: Send> Clone for Dispatch<B> {
@@ -92,7 +109,7 @@ impl<B: Send> Clone for Dispatch<B> {
         Self {
             routes: self.routes.clone(),
             forward: self.forward.clone(),
-            balancers: self.balancers.clone(),
+            services: self.services.clone(),
         }
     }
 }
@@ -104,19 +121,22 @@ where
 {
     /// A dispatcher over `routes` forwarding with `forward`.
     pub fn new(routes: RouteTable<Routed>, forward: Forward<ReplayBody<B>>) -> Self {
-        let balancers = routes
+        let services = routes
             .iter()
             .map(|route| match &route.value().action {
-                RouteAction::Origin(_) => None,
-                RouteAction::Pool(layer) => {
-                    Some(layer.layer(forward.clone().map_response(upstream_answer as ToProxy)))
-                }
+                RouteAction::Origin(upstream) => RouteService::Origin(Target {
+                    route: route.info().clone(),
+                    upstream: upstream.clone(),
+                }),
+                RouteAction::Pool(layer) => RouteService::Pool(
+                    layer.layer(forward.clone().map_response(upstream_answer as ToProxy)),
+                ),
             })
             .collect();
         Self {
             routes: Arc::new(routes),
             forward,
-            balancers,
+            services,
         }
     }
 }
@@ -144,28 +164,20 @@ where
             )));
         };
         let routed = route.value();
-        match &routed.action {
-            RouteAction::Origin(upstream) => {
-                req.extensions_mut().insert(Target {
-                    route: route.info().clone(),
-                    upstream: upstream.clone(),
-                });
+        match &mut self.services[index] {
+            RouteService::Origin(target) => {
+                req.extensions_mut().insert(target.clone());
                 Box::pin(DispatchFuture::forward(
                     self.forward.call(req.map(ReplayBody::new)),
                     routed.metrics.clone(),
                     routed.override_errors,
                 ))
             }
-            RouteAction::Pool(_) => {
-                let balancer = self.balancers[index]
-                    .as_mut()
-                    .expect("a pool route has a balancer");
-                Box::pin(DispatchFuture::pool(
-                    balancer.call(req),
-                    routed.metrics.clone(),
-                    routed.override_errors,
-                ))
-            }
+            RouteService::Pool(balancer) => Box::pin(DispatchFuture::pool(
+                balancer.call(req),
+                routed.metrics.clone(),
+                routed.override_errors,
+            )),
         }
     }
 }

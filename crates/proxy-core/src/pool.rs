@@ -59,9 +59,9 @@ enum Shelves {
 impl Pools {
     /// `timeout`: a request whose answer's head has not come this long after it was sent
     /// (connecting included), or an answer's body that waits this long for the upstream's
-    /// next bytes, fails. `idle_timeout`: an idle connection is closed after between one and one and a
-    /// half times this. `max_idle`: idle connections kept per upstream (per thread when
-    /// `per_thread`).
+    /// next bytes, fails. `idle_timeout`: an idle connection is closed after between one
+    /// and one and a half times this. `max_idle`: idle connections kept per upstream (per
+    /// thread when `per_thread`).
     pub(crate) fn new(
         connector: HttpsConnector<HttpConnector>,
         timeout: Duration,

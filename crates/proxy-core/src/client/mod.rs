@@ -793,7 +793,7 @@ pub(crate) struct ConnBody {
     /// to wait (most answers are whole by then), and again when bytes came since.
     idle_deadline: Option<Instant>,
     /// Bytes came since the deadline was last set.
-    read_since_timer: bool,
+    read_since_deadline: bool,
 }
 
 impl ConnBody {
@@ -817,7 +817,7 @@ impl ConnBody {
             rest,
             idle,
             idle_deadline: None,
-            read_since_timer: false,
+            read_since_deadline: false,
         };
         if matches!(body.framing, BodyFraming::Empty) {
             body.finish();
@@ -909,7 +909,7 @@ impl ConnBody {
                         "the upstream closed the connection before the body was complete",
                     ));
                 }
-                Ok(_) => self.read_since_timer = true,
+                Ok(_) => self.read_since_deadline = true,
                 Err(e) => return self.fail(e),
             }
         }
@@ -919,10 +919,10 @@ impl ConnBody {
     /// bytes came (or since the wait began), then failed.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let deadline = match self.idle_deadline {
-            Some(deadline) if !self.read_since_timer => deadline,
+            Some(deadline) if !self.read_since_deadline => deadline,
             _ => *self.idle_deadline.insert(Instant::now() + self.idle),
         };
-        self.read_since_timer = false;
+        self.read_since_deadline = false;
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(None);
         };
